@@ -1,0 +1,7 @@
+"""mae-mm: Masked Autoencoders (He et al., 2021) as an OpenMMLab plugin."""
+from .utils.compat import apply_compat_patches
+from .version import __version__, version_info
+
+apply_compat_patches()
+
+__all__ = ['__version__', 'version_info']

@@ -1,0 +1,81 @@
+"""Packaging for mae-mm.
+
+``pip install .`` (non-editable) ships ``mae_mm/.mim/{configs,tools,model-index.yml}`` so that
+``mim train mae_mm <config>`` finds configs and tools, as mmpretrain does with the same helper.
+"""
+import os
+import os.path as osp
+import platform
+import shutil
+import sys
+
+from setuptools import find_packages, setup
+
+ROOT = osp.dirname(osp.abspath(__file__))
+
+
+def read_version() -> str:
+    namespace: dict = {}
+    with open(osp.join(ROOT, 'mae_mm', 'version.py'), encoding='utf-8') as f:
+        exec(compile(f.read(), 'version.py', 'exec'), namespace)
+    return namespace['__version__']
+
+
+def parse_requirements(fname: str) -> list:
+    """Requirement lines of ``requirements/<fname>``, comments and blanks dropped."""
+    with open(osp.join(ROOT, 'requirements', fname), encoding='utf-8') as f:
+        lines = (line.split('#', 1)[0].strip() for line in f)
+        return [line for line in lines if line]
+
+
+def add_mim_extension() -> None:
+    """Copy (or link, for editable installs) configs/tools/model-index into ``mae_mm/.mim``."""
+    if 'develop' in sys.argv or 'editable_wheel' in sys.argv:
+        mode = 'symlink' if platform.system() != 'Windows' else 'copy'
+    elif {'sdist', 'bdist_wheel', 'build', 'build_py'} & set(sys.argv):
+        mode = 'copy'
+    else:
+        return
+    mim_path = osp.join(ROOT, 'mae_mm', '.mim')
+    os.makedirs(mim_path, exist_ok=True)
+    for name in ('configs', 'tools', 'model-index.yml'):
+        src = osp.join(ROOT, name)
+        dst = osp.join(mim_path, name)
+        if not osp.exists(src):
+            continue
+        if osp.islink(dst) or osp.isfile(dst):
+            os.remove(dst)
+        elif osp.isdir(dst):
+            shutil.rmtree(dst)
+        if mode == 'symlink':
+            os.symlink(osp.relpath(src, mim_path), dst)
+        elif osp.isdir(src):
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+        else:
+            shutil.copyfile(src, dst)
+
+
+if __name__ == '__main__':
+    add_mim_extension()
+    setup(
+        name='mae-mm',
+        version=read_version(),
+        description='Masked Autoencoders (MAE) as an OpenMMLab plugin: pretraining, '
+        'evaluation protocols and transfer to mmdet/mmseg',
+        long_description=open(osp.join(ROOT, 'README.md'), encoding='utf-8').read(),
+        long_description_content_type='text/markdown',
+        keywords='computer vision, self-supervised learning, masked autoencoder, openmmlab',
+        packages=find_packages(exclude=('configs', 'tools', 'tests', 'tests.*', 'projects',
+                                        'projects.*', 'docs')),
+        include_package_data=True,
+        python_requires='>=3.9',
+        license='Apache License 2.0',
+        install_requires=parse_requirements('runtime.txt'),
+        extras_require={
+            'mim': parse_requirements('mminstall.txt'),
+            'optional': parse_requirements('optional.txt'),
+            'tests': parse_requirements('tests.txt'),
+            'all': parse_requirements('optional.txt') + parse_requirements('tests.txt'),
+        },
+        zip_safe=False,
+    )
