@@ -1,0 +1,3 @@
+from .masked_autoencoder import MaskedAutoencoder
+
+__all__ = ['MaskedAutoencoder']

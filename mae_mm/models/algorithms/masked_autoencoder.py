@@ -1,0 +1,156 @@
+"""MaskedAutoencoder: the MAE algorithm as an MMEngine model."""
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.distributed as dist
+from mmengine.logging import MessageHub
+from mmengine.model import BaseModel
+
+from mae_mm.registry import MODELS
+from ..layers import patchify, unpatchify
+
+
+def _build(cfg: dict):
+    """Build a component in mae_mm's scope unless its config names another."""
+    cfg = dict(cfg)
+    cfg.setdefault('_scope_', 'mae_mm')
+    return MODELS.build(cfg)
+
+
+def _fill_from_backbone(cfg: dict, component: str, derived: dict) -> dict:
+    """Fill ``derived`` settings the component does not set; refuse ones that disagree."""
+    cfg = dict(cfg)
+    for key, value in derived.items():
+        given = cfg.setdefault(key, value)
+        normalised = tuple(given) if isinstance(given, (list, tuple)) else given
+        if isinstance(value, tuple) and isinstance(normalised, int):
+            normalised = (normalised, normalised)
+        if normalised != value:
+            raise ValueError(f'{component}.{key}={given!r} disagrees with the backbone '
+                             f'({value!r}): remove {component}.{key} from the config, it is '
+                             'derived from the backbone')
+    return cfg
+
+
+@MODELS.register_module()
+class MaskedAutoencoder(BaseModel):
+    """MAE (He et al., 2021): encode visible patches, decode all, score the masked ones.
+
+    ``loss()`` = backbone (masked) -> neck (decoder) -> head (target + loss). The neck's widths,
+    patch grid and the head's patch size are derived from the backbone, so a config changes the
+    image size or patch size in one place.
+
+    Args:
+        backbone (dict): Config of the encoder, e.g. :class:`MaskedViT`.
+        neck (dict): Config of the decoder, e.g. :class:`MAEDecoder`.
+        head (dict): Config of the head, e.g. :class:`PixelReconstructionHead`.
+        data_preprocessor (dict, optional): e.g. ``mmpretrain.SelfSupDataPreprocessor``.
+        mask_seed (int, optional): Draw each sample's mask from a generator seeded by
+            ``(mask_seed, iteration, sample_idx)`` instead of the global RNG. Masks then depend
+            only on the sample and the step, not on how a batch is split over processes, so runs
+            on 1 or N processes with the same global batch are identical. None (default): the
+            usual per-process random stream (``randomness.diff_rank_seed`` gives each rank its
+            own).
+        init_cfg (dict, optional): MMEngine init config.
+    """
+
+    def __init__(self, backbone: dict, neck: dict, head: dict,
+                 data_preprocessor: Optional[dict] = None, mask_seed: Optional[int] = None,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.mask_seed = mask_seed
+        self.backbone = _build(backbone)
+        if not getattr(self.backbone, 'mask_ratio', 0) > 0:
+            raise ValueError('backbone.mask_ratio must be in (0, 1) for MAE pretraining, got '
+                             f'{getattr(self.backbone, "mask_ratio", None)}: e.g. 0.75')
+        patch, grid = self.backbone.patch_size, self.backbone.grid_size
+        self.neck = _build(_fill_from_backbone(neck, 'neck', dict(
+            embed_dim=self.backbone.embed_dims, patch_size=patch,
+            in_channels=self.backbone.in_channels, grid_size=grid)))
+        self.head = _build(_fill_from_backbone(head, 'head', dict(patch_size=patch)))
+
+    @staticmethod
+    def _images(inputs: Union[torch.Tensor, List[torch.Tensor]]) -> torch.Tensor:
+        # SelfSupDataPreprocessor returns a list of views; MAE uses the first.
+        return inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+
+    def forward(self, inputs, data_samples: Optional[list] = None, mode: str = 'tensor'):
+        """MMEngine entry point: ``mode`` is 'loss', 'predict' (reconstructions) or 'tensor'."""
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            return self.reconstruct(self._images(inputs))
+        if mode == 'tensor':
+            return self.backbone(self._images(inputs), mask=False)
+        raise RuntimeError(f'invalid mode {mode!r}: use loss, predict or tensor')
+
+    def forward_loss(self, imgs: torch.Tensor, noise: Optional[torch.Tensor] = None):
+        """Run the three stages; returns ``(loss, pred, mask)``."""
+        latent, mask, ids_restore = self.backbone(imgs, mask=True, noise=noise)
+        grid = (imgs.shape[-2] // self.backbone.patch_size,
+                imgs.shape[-1] // self.backbone.patch_size)
+        pred = self.neck(latent, ids_restore, grid)  # (N, L, p*p*C)
+        return self.head.loss(pred, imgs, mask), pred, mask
+
+    def loss(self, inputs, data_samples: Optional[list] = None) -> Dict[str, torch.Tensor]:
+        """The reconstruction loss of one batch, as MMEngine expects it."""
+        imgs = self._images(inputs)
+        noise = self._seeded_noise(imgs, data_samples) if self.mask_seed is not None else None
+        loss, _, _ = self.forward_loss(imgs, noise)
+        return dict(loss=loss)
+
+    def _seeded_noise(self, imgs: torch.Tensor, data_samples: Optional[list]) -> torch.Tensor:
+        """Per-sample noise from ``(mask_seed, iteration, sample_idx)`` (see ``mask_seed``)."""
+        if not data_samples or 'sample_idx' not in data_samples[0]:
+            raise ValueError('model.mask_seed needs data samples with sample_idx (the default of '
+                             'mmpretrain.PackInputs); remove mask_seed or pack sample_idx')
+        step = MessageHub.get_current_instance().get_info('iter', 0)
+        grid = (imgs.shape[-2] // self.backbone.patch_size,
+                imgs.shape[-1] // self.backbone.patch_size)
+        rows = []
+        with torch.random.fork_rng(devices=[]):
+            for sample in data_samples:
+                torch.manual_seed(hash((self.mask_seed, step, int(sample.sample_idx))) % 2**63)
+                rows.append(self.backbone.make_noise(1, grid, torch.device('cpu')))
+        return torch.cat(rows).to(imgs.device)
+
+    def parse_losses(self, losses: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, dict]:
+        """As MMEngine's, but the *logged* values are averaged over processes, so the log shows
+        the loss of the global batch (the optimised loss stays the local one; DDP averages the
+        gradients)."""
+        loss, log_vars = super().parse_losses(losses)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            names = list(log_vars)
+            values = torch.stack([log_vars[k].detach().float().reshape(()) for k in names])
+            dist.all_reduce(values)
+            values /= dist.get_world_size()
+            log_vars = type(log_vars)(zip(names, values.unbind()))
+        return loss, log_vars
+
+    @torch.no_grad()
+    def reconstruct(self, imgs: torch.Tensor,
+                    noise: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Images of the reconstruction, in the preprocessor's (normalised) space.
+
+        For ``norm_pix`` models the prediction is de-normalised with the mean and std of the
+        *true* patches (hidden ones included), as in the official demo.
+
+        Returns:
+            dict: ``masked_input`` (hidden patches zeroed), ``reconstruction``, ``pasted``
+            (visible patches from the input, hidden ones predicted) and ``mask`` (N, 1, H, W),
+            1 = hidden; each (N, C, H, W).
+        """
+        _, pred, mask = self.forward_loss(imgs, noise)
+        pred = pred.float()
+        if self.head.norm_pix:
+            mean, std = self.head.patch_statistics(imgs)
+            pred = pred * std + mean
+        p, channels = self.backbone.patch_size, imgs.shape[1]
+        grid = (imgs.shape[-2] // p, imgs.shape[-1] // p)
+        mask_patches = mask.unsqueeze(-1).expand(-1, -1, p * p * channels)
+        pixel_mask = unpatchify(mask_patches, p, grid, channels)
+        reconstruction = unpatchify(pred, p, grid, channels)
+        target = patchify(imgs.float(), p)
+        pasted = unpatchify(target * (1 - mask_patches) + pred * mask_patches, p, grid, channels)
+        return dict(masked_input=imgs.float() * (1 - pixel_mask), reconstruction=reconstruction,
+                    pasted=pasted, mask=pixel_mask[:, :1])

@@ -1,0 +1,3 @@
+from .normalized_pixel_loss import NormalizedPixelLoss
+
+__all__ = ['NormalizedPixelLoss']
