@@ -1,0 +1,6 @@
+"""Data transforms of mae-mm (registered in ``mae_mm.registry.TRANSFORMS``)."""
+from .loading import (LoadImageSafe, jpeg_is_truncated, reset_skipped_image_count,
+                      skipped_image_count)
+
+__all__ = ['LoadImageSafe', 'jpeg_is_truncated', 'skipped_image_count',
+           'reset_skipped_image_count']
