@@ -68,6 +68,22 @@ class MaskedAutoencoder(BaseModel):
             embed_dim=self.backbone.embed_dims, patch_size=patch,
             in_channels=self.backbone.in_channels, grid_size=grid)))
         self.head = _build(_fill_from_backbone(head, 'head', dict(patch_size=patch)))
+        self._register_load_state_dict_pre_hook(self._accept_foreign_formats)
+
+    @staticmethod
+    def _accept_foreign_formats(state_dict, prefix, *args) -> None:
+        """Let ``load_from`` take official MAE (``{'model': ...}``), timm and mmpretrain
+        checkpoints as they are: their keys are rewritten to mae-mm's before loading."""
+        if prefix or any(k.startswith(('backbone.', 'neck.')) for k in state_dict):
+            return
+        from mae_mm.utils.checkpoint import convert_state_dict, detect_format
+        try:
+            detect_format(state_dict)
+        except ValueError:
+            return  # not a format we know: let the normal key report speak
+        converted = convert_state_dict(state_dict, 'mae_mm').state_dict
+        state_dict.clear()
+        state_dict.update(converted)
 
     @staticmethod
     def _images(inputs: Union[torch.Tensor, List[torch.Tensor]]) -> torch.Tensor:

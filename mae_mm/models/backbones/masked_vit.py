@@ -1,8 +1,10 @@
 """MaskedViT: the MAE encoder, which runs its Transformer on the visible patches only."""
+import logging
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 
 from mae_mm.registry import MODELS
@@ -165,6 +167,48 @@ class MaskedViT(BaseModule):
         nn.init.normal_(self.cls_token, std=0.02)
         if self.mask_token is not None:
             nn.init.normal_(self.mask_token, std=0.02)
+
+    # Keys a pretraining checkpoint never has: added by fine-tuning or downstream subclasses.
+    EXPECTED_MISSING_KEYS = (r'^fc_norm\.', r'^mask_token$', r'rel_pos', r'relative_position')
+
+    def init_weights(self) -> None:
+        """Load ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')`` from any
+        checkpoint format (mae-mm, official MAE, timm, mmpretrain), resampling the position table
+        to this model's grid and logging every missing and unexpected key by name."""
+        cfg = self.init_cfg if isinstance(self.init_cfg, dict) else None
+        if cfg and cfg.get('type') == 'Pretrained':
+            self.load_pretrained(cfg['checkpoint'], cfg.get('prefix', 'backbone.'))
+            self._is_init = True
+            return
+        super().init_weights()
+
+    def load_pretrained(self, checkpoint, prefix: str = 'backbone.') -> str:
+        """Load encoder weights from a checkpoint file or dict of any supported format.
+
+        Returns:
+            str: The key report (also logged). Missing keys other than those of
+            ``EXPECTED_MISSING_KEYS`` are logged as a warning.
+        """
+        from mae_mm.utils.checkpoint import load_backbone_state_dict, split_key_mismatch
+        state = load_backbone_state_dict(checkpoint, prefix=prefix)
+        if 'pos_embed' in state and state['pos_embed'].shape != self.pos_embed.shape:
+            num = state['pos_embed'].shape[1] - 1
+            side = int(round(num**0.5))
+            if side * side != num:
+                raise ValueError(f'checkpoint pos_embed has {num} grid tokens, not a square '
+                                 'grid: resize it to this model before loading')
+            state['pos_embed'] = resize_pos_embed(state['pos_embed'], (side, side),
+                                                  self.grid_size)
+        mismatch = split_key_mismatch(self.state_dict(), state, self.EXPECTED_MISSING_KEYS)
+        name = checkpoint if isinstance(checkpoint, str) else 'checkpoint'
+        report = mismatch.report(f'{type(self).__name__} <- {name}')
+        logger = MMLogger.get_current_instance()
+        logger.log(logging.INFO if mismatch.ok else logging.WARNING, report)
+        for key, _, _ in mismatch.shape_mismatch:
+            state.pop(key)
+        self.load_state_dict(state, strict=False)
+        self._freeze_stages()
+        return report
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages < 0:
