@@ -1,0 +1,1 @@
+"""Training-time machinery: optimizer wrappers/constructors and hooks."""
