@@ -1,0 +1,11 @@
+# Paper ablation (He et al. 2021, Table 1e: random-size crop + color jitter), on the ablation setting: ViT-L/16, 800 epochs.
+_base_ = ['../mae/mae_vit-large-p16_8xb512-amp-coslr-800e_in1k.py']
+
+train_dataloader = dict(dataset=dict(pipeline=[
+    dict(type='LoadImageSafe'),
+    dict(type='mmpretrain.RandomResizedCrop', scale=224, crop_ratio_range=(0.2, 1.0),
+         backend='pillow', interpolation='bicubic'),
+    dict(type='mmpretrain.RandomFlip', prob=0.5),
+    dict(type='mmpretrain.ColorJitter', brightness=0.4, contrast=0.4, saturation=0.4),
+    dict(type='mmpretrain.PackInputs'),
+]))
