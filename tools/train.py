@@ -158,6 +158,16 @@ def adapt_cfg_to_cpu_distributed(cfg: Config) -> None:
     env_cfg.setdefault('dist_cfg', ConfigDict())
     env_cfg.dist_cfg.backend = 'gloo'
 
+    strategy = cfg.get('strategy')
+    if cfg.get('runner_type') == 'FlexibleRunner' and isinstance(strategy, dict):
+        # FlexibleRunner strategies pass device_id(s)=LOCAL_RANK (a GPU index) to the wrapper;
+        # FSDP needs the CPU named explicitly, DDP no device ids.
+        wrapper = strategy.setdefault('model_wrapper', ConfigDict())
+        if 'FSDP' in str(strategy.get('type', '')):
+            wrapper.setdefault('device_id', 'cpu')
+        else:
+            wrapper.setdefault('device_ids', None)
+        return
     wrapper_cfg = cfg.get('model_wrapper_cfg')
     if wrapper_cfg is None:  # the runner's default wrapper, spelled out
         cfg.model_wrapper_cfg = ConfigDict(
