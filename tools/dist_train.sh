@@ -8,25 +8,8 @@
 # Environment: NNODES (1), NODE_RANK (0), MASTER_ADDR (127.0.0.1), PORT (29500),
 # PYTHON (python): the interpreter that runs torchrun and train.py.
 set -euo pipefail
-
 if [ $# -lt 2 ]; then
   echo "usage: $0 CONFIG NGPUS [train.py args...]" >&2
   exit 2
 fi
-CONFIG=$1
-GPUS=$2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PORT=${PORT:-29500}
-TOOLS_DIR="$(cd "$(dirname "$0")" && pwd)"
-REPO_ROOT="$(dirname "$TOOLS_DIR")"
-
-export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
-exec "${PYTHON:-python}" -m torch.distributed.run \
-  --nnodes="$NNODES" \
-  --node_rank="$NODE_RANK" \
-  --master_addr="$MASTER_ADDR" \
-  --nproc_per_node="$GPUS" \
-  --master_port="$PORT" \
-  "$TOOLS_DIR/train.py" "$CONFIG" --launcher pytorch "${@:3}"
+exec bash "$(dirname "$0")/torchrun.sh" train.py "$2" "$1" --launcher pytorch "${@:3}"

@@ -1,5 +1,5 @@
-# MAE pretraining, ViT-L/16, 1600 epochs, global batch 4096 (8 GPUs x 512; other layouts:
-# keep the global batch with gradient accumulation, or use --auto-scale-lr).
+# MAE pretraining, ViT-L/16, 1600 epochs (the paper's recipe), global batch 4096 = 8 GPUs x 512.
+# Other layouts: keep the global batch with optim_wrapper.accumulative_counts, or --auto-scale-lr.
 _base_ = [
     '../_base_/models/mae_vit-base-p16.py',
     '../_base_/datasets/imagenet_mae.py',
@@ -10,15 +10,6 @@ _base_ = [
 model = dict(backbone=dict(arch='l'))
 
 train_dataloader = dict(batch_size=512)
-
-max_epochs = 1600
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=40,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', T_max=max_epochs - 40, eta_min=0.0, by_epoch=True,
-         begin=40, end=max_epochs, convert_to_iter_based=True),
-]
-train_cfg = dict(max_epochs=max_epochs)
 
 # A multi-day run: checkpoint every epoch and resume automatically from the latest one.
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))

@@ -1,15 +1,5 @@
-# MAE pretraining, ViT-L/16, 400 epochs, global batch 4096 (8 GPUs x 512; other layouts:
-# keep the global batch with gradient accumulation, or use --auto-scale-lr).
-_base_ = [
-    '../_base_/models/mae_vit-base-p16.py',
-    '../_base_/datasets/imagenet_mae.py',
-    '../_base_/schedules/adamw_coslr_pretrain.py',
-    '../_base_/default_runtime.py',
-]
-
-model = dict(backbone=dict(arch='l'))
-
-train_dataloader = dict(batch_size=512)
+# MAE pretraining, ViT-L/16, 400 epochs: the 1600-epoch recipe with a shorter schedule.
+_base_ = ['./mae_vit-large-p16_8xb512-amp-coslr-1600e_in1k.py']
 
 max_epochs = 400
 param_scheduler = [
@@ -19,7 +9,3 @@ param_scheduler = [
          begin=40, end=max_epochs, convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=max_epochs)
-
-# A multi-day run: checkpoint every epoch and resume automatically from the latest one.
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))
-resume = True
