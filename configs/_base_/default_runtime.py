@@ -25,3 +25,14 @@ log_level = 'INFO'
 load_from = None
 resume = False
 randomness = dict(seed=0, diff_rank_seed=True)
+
+# Reliability of long runs. NonFiniteGuardHook skips updates with a NaN/Inf loss or gradient norm
+# and stops a diverging run (10 in a row) with a checkpoint of its last good state;
+# ExactResumeHook makes --resume continue exactly where the run stopped (random state re-derived
+# from the iteration, data position inside an epoch). A config that sets its own custom_hooks
+# replaces this list: repeat these two there. (Atomic checkpoint writes and auto-resume from the
+# newest complete checkpoint are installed by `import mae_mm`.)
+custom_hooks = [
+    dict(type='NonFiniteGuardHook', max_consecutive=10),
+    dict(type='ExactResumeHook'),
+]

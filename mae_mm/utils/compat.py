@@ -15,6 +15,12 @@ from the pickled state; checkpoints written with mae-mm imported then load safel
 
 Checkpoints written by plain mmengine (with the table) are refused by the safe loader. For files
 you trust, ``MAE_MM_TRUSTED_CHECKPOINTS=1`` falls back to ``weights_only=False``.
+
+:func:`apply_compat_patches` also makes mmengine's Runner crash-safe: atomic checkpoint writes and
+auto-resume from the newest *complete* checkpoint (:mod:`mae_mm.engine.checkpoint_files`), a
+grouped key report (an error in mae-mm runs) for checkpoints that do not fit the model
+(:mod:`mae_mm.engine.checkpoint_key_check`), and it registers
+:class:`~mae_mm.engine.exact_resume_hook.ExactResumeHook`.
 """
 import codecs
 import os
@@ -39,12 +45,14 @@ def checkpoint_safe_globals() -> list:
     return safe
 
 
-def load_checkpoint_file(filename: str, map_location=None) -> dict:
+def load_checkpoint_file(filename: str, map_location=None, mmap: bool = False) -> dict:
     """``torch.load`` of a trusted-format checkpoint with a one-line error for bad files.
 
     Args:
         filename (str): Path of the checkpoint.
         map_location: As for :func:`torch.load`.
+        mmap (bool): Memory-map the tensors instead of reading them (cheap inspection of
+            ``meta``). Defaults to False.
 
     Returns:
         dict: The loaded object.
@@ -53,19 +61,33 @@ def load_checkpoint_file(filename: str, map_location=None) -> dict:
         raise FileNotFoundError(f'checkpoint {filename!r} does not exist: check the path '
                                 '(load_from / --resume / init_cfg.checkpoint)')
     if os.environ.get('MAE_MM_TRUSTED_CHECKPOINTS') == '1':
-        return torch.load(filename, map_location=map_location, weights_only=False)
+        return torch.load(filename, map_location=map_location, weights_only=False,
+                          mmap=mmap)
     try:
         with torch.serialization.safe_globals(checkpoint_safe_globals()):
-            return torch.load(filename, map_location=map_location, weights_only=True)
+            return torch.load(filename, map_location=map_location, weights_only=True,
+                              mmap=mmap)
     except Exception as err:  # torch raises several types for a damaged file
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if 'Unsupported global' in str(err) or 'weights_only' in str(err):
-            hint = ('it pickles a type outside the allow-list of mae_mm.utils.compat; if you '
-                    'trust the file, set MAE_MM_TRUSTED_CHECKPOINTS=1')
-        else:
-            hint = 'the file is truncated or not a torch checkpoint; use an earlier checkpoint'
-        raise CheckpointLoadError(f'cannot load checkpoint {filename!r}: {hint} ({msg})') \
+        raise CheckpointLoadError(f'cannot load checkpoint {filename!r}: {_load_failure(err)}') \
             from None
+
+
+# What torch's safe unpickler says when a *well-formed* file pickles a type it does not allow.
+_UNSAFE_TYPE = ('Unsupported global', 'unsupported GLOBAL', 'Can only create new object',
+                'Can only build Tensor')
+
+
+def _load_failure(err: Exception) -> str:
+    """Why ``torch.load`` failed and what to do: a type outside the allow-list, or a bad file."""
+    text = str(err).strip()
+    # torch prefixes every safe-unpickler failure with a paragraph about weights_only; the cause
+    # follows 'WeightsUnpickler error:'.
+    detail = text.split('WeightsUnpickler error:', 1)[-1].strip() or type(err).__name__
+    detail = detail.splitlines()[0].split('. ')[0]
+    if any(marker in text for marker in _UNSAFE_TYPE):
+        return ('it pickles a type outside the allow-list of mae_mm.utils.compat; if you trust '
+                f'the file, set MAE_MM_TRUSTED_CHECKPOINTS=1 ({detail})')
+    return f'the file is truncated or not a torch checkpoint; use an earlier checkpoint ({detail})'
 
 
 def apply_compat_patches() -> None:
@@ -87,4 +109,10 @@ def apply_compat_patches() -> None:
         return load_checkpoint_file(os.path.expanduser(filename), map_location)
 
     CheckpointLoader.register_scheme(prefixes='', loader=_load_local, force=True)
+
+    # Crash-safe saving, resuming and loading for the Runner (imported here: they use this module).
+    from mae_mm.engine import checkpoint_files, checkpoint_key_check
+    from mae_mm.engine import exact_resume_hook  # noqa: F401  registers ExactResumeHook
+    checkpoint_files.install()
+    checkpoint_key_check.install()
     _PATCHED = True

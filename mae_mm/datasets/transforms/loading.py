@@ -1,4 +1,5 @@
 """Image loading that skips unreadable files instead of stopping a long pre-training run."""
+import multiprocessing
 import threading
 from typing import Optional
 
@@ -38,11 +39,15 @@ class LoadImageSafe(LoadImageFromFile):
     """``LoadImageFromFile`` that skips a missing, unreadable, corrupt or truncated image.
 
     With ``on_error='skip'`` a failed image logs a warning naming the file (once per file and
-    process), increments the process-wide counter :attr:`num_skipped` (read it with
-    :func:`skipped_image_count`) and returns None: mmengine's ``BaseDataset.__getitem__`` then
-    loads another, random, sample (up to ``max_refetch`` times) in training; in ``test_mode`` it
-    raises. With ``on_error='raise'`` the failure raises a one-line ``OSError`` naming the file.
-    Each dataloader worker is a process of its own, with its own counter.
+    process) with the number of images skipped so far, increments the counters and returns None:
+    mmengine's ``BaseDataset.__getitem__`` then loads another, random, sample (up to
+    ``max_refetch`` times) in training; in ``test_mode`` it raises. With ``on_error='raise'`` the
+    failure raises a one-line ``OSError`` naming the file.
+
+    Counters: :attr:`num_skipped` counts in this process; a second counter in shared memory,
+    created with the first ``LoadImageSafe`` (in the training process, before the data-loader
+    workers are forked), adds up the training process and all its workers, so that the count in
+    the log and :func:`skipped_image_count` are the whole rank's, whatever ``num_workers``.
 
     Required keys: ``img_path``. Added keys: ``img``, ``img_shape``, ``ori_shape``.
 
@@ -58,6 +63,9 @@ class LoadImageSafe(LoadImageFromFile):
     #: Number of images skipped so far in this process.
     num_skipped: int = 0
     _warned: set = set()
+    #: The rank's count, shared with forked data-loader workers (None until the first instance,
+    #: or where shared memory is unavailable).
+    _rank_count = None
 
     def __init__(self, on_error: str = 'skip', check_truncated: bool = True, **kwargs) -> None:
         if on_error not in ('skip', 'raise'):
@@ -66,6 +74,11 @@ class LoadImageSafe(LoadImageFromFile):
         super().__init__(**kwargs)
         self.on_error = on_error
         self.check_truncated = check_truncated
+        if LoadImageSafe._rank_count is None:
+            try:
+                LoadImageSafe._rank_count = multiprocessing.Value('q', 0)
+            except OSError:  # no shared memory (some sandboxes): per-process counts only
+                pass
 
     def _read_bytes(self, filename: str) -> bytes:
         if self.file_client_args is not None:
@@ -119,10 +132,15 @@ class LoadImageSafe(LoadImageFromFile):
             LoadImageSafe.num_skipped += 1
             first_time = filename not in LoadImageSafe._warned
             LoadImageSafe._warned.add(filename)
-            count = LoadImageSafe.num_skipped
+        shared = LoadImageSafe._rank_count
+        if shared is not None:
+            with shared.get_lock():
+                shared.value += 1
+        count, where = ((shared.value, 'on this rank') if shared is not None else
+                        (LoadImageSafe.num_skipped, 'in this process'))
         if first_time:
             MMLogger.get_current_instance().warning(
-                f'skipping unreadable image ({count} skipped so far in this process): {reason}')
+                f'skipping unreadable image ({count} skipped so far {where}): {reason}')
 
     def __repr__(self) -> str:
         return (f"{super().__repr__()[:-1]}, on_error='{self.on_error}', "
@@ -130,12 +148,17 @@ class LoadImageSafe(LoadImageFromFile):
 
 
 def skipped_image_count() -> int:
-    """How many images :class:`LoadImageSafe` has skipped in this process."""
-    return LoadImageSafe.num_skipped
+    """How many images :class:`LoadImageSafe` has skipped on this rank: in this process and its
+    forked data-loader workers (in this process only where shared memory is unavailable)."""
+    shared = LoadImageSafe._rank_count
+    return shared.value if shared is not None else LoadImageSafe.num_skipped
 
 
 def reset_skipped_image_count() -> None:
-    """Reset the skip counter and the set of already-reported files (e.g. between tests)."""
+    """Reset the skip counters and the set of already-reported files (e.g. between tests)."""
     with _lock:
         LoadImageSafe.num_skipped = 0
         LoadImageSafe._warned.clear()
+    if LoadImageSafe._rank_count is not None:
+        with LoadImageSafe._rank_count.get_lock():
+            LoadImageSafe._rank_count.value = 0

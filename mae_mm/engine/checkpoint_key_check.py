@@ -1,0 +1,166 @@
+"""A grouped key report (an error in mae-mm runs) when a loaded checkpoint does not fit the model.
+
+mmengine's Runner loads ``load_from`` and ``--resume`` checkpoints with ``strict=False`` and prints
+one long, ungrouped warning of missing and unexpected keys that is easy to miss: training then goes
+on with part of the model left at its initial values. :func:`install` wraps the Runner's loading:
+
+- keys are compared *after* the model's own load hooks (``MaskedAutoencoder`` converts official,
+  timm and mmpretrain files), and reported grouped (``blocks.{0-11}.attn.qkv.{bias,weight}``) by
+  :class:`mae_mm.utils.checkpoint.KeyMismatch`: missing, unexpected and shape-mismatched keys;
+- relative-position tables (``rel_pos_h/w``, ``relative_position_bias_table``), which downstream
+  backbones add and MAE checkpoints never hold, are expected-missing: reported, not an error;
+- in a mae-mm run (``default_scope='mae_mm'``) any other mismatch raises
+  :class:`CheckpointKeyMismatchError`, one line naming the file, the keys and the fix (the full
+  report is logged first); in other scopes (an mmdet or mmseg run that imports mae_mm) the report
+  is a warning and loading goes on as in mmengine, because their recipes rely on partial loading
+  (e.g. ``load_from`` a COCO detector into a detector with other classes).
+"""
+import contextvars
+import functools
+import re
+from typing import List, Mapping, Sequence, Tuple
+
+from mmengine.logging import MMLogger
+from mmengine.model import is_model_wrapper
+from mmengine.registry import DefaultScope
+
+from mae_mm.registry import SCOPE
+from mae_mm.utils.checkpoint import KeyMismatch, group_keys, split_key_mismatch
+from mae_mm.utils.compat import CheckpointLoadError
+
+#: Keys a model may lack in any MAE checkpoint without it being an error.
+EXPECTED_MISSING_PATTERNS = (r'rel_pos', r'relative_position')
+
+_SIZE_MISMATCH = re.compile(
+    r'size mismatch for (\S+): copying a param with shape torch\.Size\((\[[^\]]*\])\) from '
+    r'checkpoint, the shape in current model is torch\.Size\((\[[^\]]*\])\)')
+_source = contextvars.ContextVar('checkpoint being loaded', default='checkpoint')
+_mmengine_load_to_model = None
+
+
+class CheckpointKeyMismatchError(ValueError):
+    """A ``load_from`` / ``--resume`` checkpoint whose keys do not match the model."""
+
+
+def _shape(text: str) -> Tuple[int, ...]:
+    return tuple(int(v) for v in text.strip('[]').split(',') if v.strip())
+
+
+def key_mismatch_of_load(model_keys: Sequence[str], missing: Sequence[str],
+                         unexpected: Sequence[str], error_msgs: Sequence[str]) -> KeyMismatch:
+    """Sort the outcome of a ``strict=False`` load into a :class:`KeyMismatch`.
+
+    Args:
+        model_keys (Sequence[str]): The model's state-dict keys.
+        missing (Sequence[str]): Keys the loader did not find in the checkpoint.
+        unexpected (Sequence[str]): Checkpoint keys the model has no place for.
+        error_msgs (Sequence[str]): torch's load errors (``size mismatch for ...``).
+
+    Returns:
+        KeyMismatch: With relative-position tables as expected-missing and BatchNorm's
+        ``num_batches_tracked`` counters ignored, as mmengine does.
+    """
+    missing = {k for k in missing if 'num_batches_tracked' not in k}
+    shapes = [(m.group(1), _shape(m.group(3)), _shape(m.group(2)))
+              for m in (_SIZE_MISMATCH.search(msg) for msg in error_msgs) if m]
+    present = [k for k in model_keys if k not in missing] + list(unexpected)
+    mismatch = split_key_mismatch(model_keys, present, EXPECTED_MISSING_PATTERNS)
+    wrong_shape = {key for key, _, _ in shapes}
+    mismatch.matched = [k for k in mismatch.matched if k not in wrong_shape]
+    mismatch.shape_mismatch = shapes
+    return mismatch
+
+
+def _groups(keys: List[str], limit: int = 6) -> str:
+    groups = group_keys(keys)
+    more = f', ... {len(groups) - limit} more' if len(groups) > limit else ''
+    return ', '.join(groups[:limit]) + more
+
+
+def mismatch_message(source: str, mismatch: KeyMismatch) -> str:
+    """One line: the file, the keys that do not fit (grouped) and the fix."""
+    parts = []
+    if mismatch.missing:
+        parts.append(f'{len(mismatch.missing)} model keys missing ({_groups(mismatch.missing)})')
+    if mismatch.unexpected:
+        parts.append(f'{len(mismatch.unexpected)} unexpected keys '
+                     f'({_groups(mismatch.unexpected)})')
+    if mismatch.shape_mismatch:
+        shown = ', '.join(f'{k} {list(c)} vs model {list(m)}'
+                          for k, m, c in mismatch.shape_mismatch[:4])
+        parts.append(f'{len(mismatch.shape_mismatch)} keys of another shape ({shown})')
+    return (f'checkpoint {source!r} does not match the model (load_from / --resume): '
+            f'{"; ".join(parts)}: load a checkpoint of this model (tools/model_converters/ '
+            'converts official, timm and mmpretrain files), or only the encoder with '
+            "model.backbone.init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')")
+
+
+def load_checkpoint_to_model_checked(model, checkpoint, strict: bool = False, logger=None,
+                                     revise_keys=((r'^module\.', ''), )):
+    """mmengine's ``_load_checkpoint_to_model`` (same arguments) with the key check above."""
+    source = _source.get()
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointLoadError(
+            f'{source!r} is not a checkpoint: it holds a {type(checkpoint).__name__}, not a dict '
+            'with a state_dict; use a file written by a training run or by '
+            'tools/model_converters/')
+    target = model.module if is_model_wrapper(model) else model
+    outcome = {}
+
+    def capture(module, state_dict, prefix, local_metadata, strict_, missing, unexpected,
+                error_msgs):
+        # The loader fills these lists while it walks the model; keep them for after the load.
+        if not prefix:
+            outcome.update(missing=missing, unexpected=unexpected, errors=error_msgs)
+
+    handle = target.register_load_state_dict_pre_hook(capture)
+    try:
+        # 'silent': mmengine's own ungrouped warning is replaced by the report below.
+        checkpoint = _mmengine_load_to_model(model, checkpoint, strict,
+                                             logger if strict else 'silent', list(revise_keys))
+    finally:
+        handle.remove()
+    if outcome:
+        _report(source, key_mismatch_of_load(list(target.state_dict()), outcome['missing'],
+                                             outcome['unexpected'], outcome['errors']))
+    return checkpoint
+
+
+def _report(source: str, mismatch: KeyMismatch) -> None:
+    logger = MMLogger.get_current_instance()
+    report = mismatch.report(f'checkpoint {source}')
+    if mismatch.ok:
+        logger.info(report)
+        return
+    scope = DefaultScope.get_current_instance()
+    if scope is not None and scope.scope_name == SCOPE:
+        logger.error(report)
+        raise CheckpointKeyMismatchError(mismatch_message(source, mismatch))
+    logger.warning(report)
+
+
+def _remember_source(load_checkpoint):
+    """Wrap ``Runner.load_checkpoint`` so that the check above can name the file."""
+
+    @functools.wraps(load_checkpoint)
+    def wrapper(self, filename, *args, **kwargs):
+        token = _source.set(str(filename))
+        try:
+            return load_checkpoint(self, filename, *args, **kwargs)
+        finally:
+            _source.reset(token)
+
+    wrapper.__wrapped_by_mae_mm__ = True
+    return wrapper
+
+
+def install() -> None:
+    """Check the keys of every checkpoint mmengine's Runner loads (idempotent)."""
+    global _mmengine_load_to_model
+    import mmengine.runner.runner as runner_module
+    if _mmengine_load_to_model is None:
+        _mmengine_load_to_model = runner_module._load_checkpoint_to_model
+    runner_module._load_checkpoint_to_model = load_checkpoint_to_model_checked
+    runner_cls = runner_module.Runner
+    if not getattr(runner_cls.load_checkpoint, '__wrapped_by_mae_mm__', False):
+        runner_cls.load_checkpoint = _remember_source(runner_cls.load_checkpoint)

@@ -1,0 +1,70 @@
+"""The reliability settings every pretraining recipe has, and checkpoints of other scopes."""
+import glob
+import os.path as osp
+import time
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from ..conftest import REPO_ROOT, tiny_pretrain_cfg
+from .test_reliability_utils import one_intra_op_thread  # noqa: F401
+
+RECIPES = sorted(
+    osp.relpath(p, REPO_ROOT) for pattern in ('configs/*.py', 'configs/mae/*.py',
+                                              'configs/ablations/*.py', 'configs/quickstart/*.py')
+    for p in glob.glob(osp.join(REPO_ROOT, pattern)))
+
+
+def test_recipes_found():
+    assert len(RECIPES) >= 40, RECIPES
+
+
+@pytest.mark.parametrize('recipe', RECIPES)
+def test_recipe_guards_nonfinite_updates_resumes_exactly_and_takes_clipping(recipe):
+    cfg = Config.fromfile(osp.join(REPO_ROOT, recipe))
+    assert cfg.model.type == 'MaskedAutoencoder'
+    hooks = {h['type']: h for h in cfg.custom_hooks}
+    assert hooks['NonFiniteGuardHook'].get('max_consecutive', 10) >= 1
+    assert 'ExactResumeHook' in hooks
+    # what `--cfg-options optim_wrapper.clip_grad.max_norm=3.0` does
+    cfg.merge_from_dict({'optim_wrapper.clip_grad.max_norm': 3.0})
+    assert cfg.optim_wrapper.clip_grad == dict(max_norm=3.0)
+
+
+@pytest.mark.usefixtures('one_intra_op_thread')
+def test_gradient_clipping_by_config_runs_with_the_recipe_wrapper(photo_folder, tmp_path):
+    """The recipes' MixedPrecisionOptimWrapper (bf16 on CPU) clips when asked by config."""
+    cfg = tiny_pretrain_cfg(photo_folder, tmp_path, batch_size=4, max_epochs=1,
+                            experiment_name=f'{tmp_path.name}_{time.time_ns()}', **{
+                                'train_dataloader.dataset.indices': 8,
+                                'optim_wrapper.type': 'MixedPrecisionOptimWrapper',
+                                'optim_wrapper.clip_grad.max_norm': 0.01})
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    grad_norms = runner.message_hub.get_scalar('train/grad_norm').data[0]
+    assert len(grad_norms) == 2 and all(norm > 0.01 for norm in grad_norms)
+
+
+def test_other_scopes_get_a_key_report_not_an_error(tmp_path, capsys):
+    """An mmpretrain-scope run (e.g. mmdet/mmseg/mmpretrain configs importing mae_mm) keeps
+    mmengine's partial loading, with the grouped report as a warning."""
+    model = dict(type='mmpretrain.ImageClassifier',
+                 data_preprocessor=dict(type='mmpretrain.ClsDataPreprocessor'),
+                 backbone=dict(type='mmpretrain.VisionTransformer',
+                               arch=dict(embed_dims=64, num_layers=2, num_heads=4,
+                                         feedforward_channels=128), img_size=32, patch_size=8))
+    source = Runner(model=model, work_dir=str(tmp_path / 'a'), default_scope='mmpretrain',
+                    experiment_name=f'{tmp_path.name}_a')
+    state = dict(source.model.state_dict())
+    state.pop('backbone.ln1.weight')
+    state['head.extra.weight'] = torch.zeros(2)
+    torch.save({'state_dict': state}, tmp_path / 'partial.pth')
+    runner = Runner(model=model, work_dir=str(tmp_path / 'b'), default_scope='mmpretrain',
+                    load_from=str(tmp_path / 'partial.pth'), experiment_name=f'{tmp_path.name}_b')
+    runner.load_or_resume()
+    log = capsys.readouterr().out
+    assert 'WARNING - checkpoint' in log and 'MISSING in the checkpoint' in log
+    assert 'backbone.ln1.weight' in log and 'head.extra.weight' in log
+    assert torch.equal(runner.model.state_dict()['backbone.ln1.bias'], state['backbone.ln1.bias'])
