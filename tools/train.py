@@ -24,6 +24,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 import torch  # noqa: E402
+from torch.distributed.elastic.multiprocessing.errors import record  # noqa: E402
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
@@ -219,6 +220,7 @@ def build_runner(cfg: Config):
     return Runner.from_cfg(cfg)
 
 
+@record  # under torchrun, the failing rank's exception text reaches the job summary
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point: parse arguments, build the runner from the merged config, train."""
     args = parse_args(argv)

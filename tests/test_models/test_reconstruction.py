@@ -92,6 +92,12 @@ def test_decoder_and_head_derive_from_backbone():
         MODELS.build(cfg)
     with pytest.raises(ValueError, match='mask_ratio must be in'):
         MODELS.build(tiny_mae_cfg(mask_ratio=0.0))
+    cfg = tiny_mae_cfg()
+    cfg['neck']['num_patches'] = 196  # copied from an mmpretrain config
+    with pytest.raises(ValueError, match=r'neck.num_patches=196 disagrees .* 4x4 grid'):
+        MODELS.build(cfg)
+    cfg['neck']['num_patches'] = 16  # consistent: accepted
+    assert MODELS.build(cfg).neck.grid_size == (4, 4)
 
 
 def test_reconstruct_pastes_visible_patches_exactly():

@@ -64,6 +64,13 @@ class MaskedAutoencoder(BaseModel):
             raise ValueError('backbone.mask_ratio must be in (0, 1) for MAE pretraining, got '
                              f'{getattr(self.backbone, "mask_ratio", None)}: e.g. 0.75')
         patch, grid = self.backbone.patch_size, self.backbone.grid_size
+        neck = dict(neck)
+        num_patches = neck.pop('num_patches', None)  # mmpretrain's MAEPretrainDecoder keyword
+        if num_patches is not None and num_patches != grid[0] * grid[1]:
+            raise ValueError(f'neck.num_patches={num_patches} disagrees with the backbone '
+                             f'({grid[0] * grid[1]} patches of a {grid[0]}x{grid[1]} grid): '
+                             'remove neck.num_patches from the config, it is derived from the '
+                             'backbone')
         self.neck = _build(_fill_from_backbone(neck, 'neck', dict(
             embed_dim=self.backbone.embed_dims, patch_size=patch,
             in_channels=self.backbone.in_channels, grid_size=grid)))
