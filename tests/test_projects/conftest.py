@@ -68,7 +68,8 @@ def labelme_path(*parts: str) -> str:
     """A path in labelme-examples; skips the test when the Debian package is not installed."""
     path = osp.join(LABELME_EXAMPLES, *parts)
     if not osp.exists(path):
-        pytest.skip(f'{path} missing: apt-get install labelme-examples (requirements/debian.txt)')
+        pytest.fail(f'{path} missing: apt-get install labelme-examples (requirements/debian.txt; '
+                    'tools/setup_env.sh installs it)')
     return path
 
 

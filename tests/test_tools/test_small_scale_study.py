@@ -19,13 +19,9 @@ import small_scale_plan as plan  # noqa: E402
 from small_scale_report import compare_main, spread  # noqa: E402
 from small_scale_runs import DataSizes, build_config, schedule  # noqa: E402
 
-FMNIST = '/usr/share/datasets/fashion-mnist'
-needs_fmnist = pytest.mark.skipif(
-    not osp.isdir(FMNIST), reason='needs `apt-get install dataset-fashion-mnist`')
 SMOKE = DataSizes(pretrain=256, labels_all=256, labels_10pct=64, probe=256, test=200)
 
 
-@needs_fmnist
 def test_smoke_run_writes_page_json_and_plots(tmp_path):
     out, work = tmp_path / 'out', tmp_path / 'work'
     proc = subprocess.run(
