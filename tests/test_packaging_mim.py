@@ -22,7 +22,6 @@ import sys
 import sysconfig
 import time
 
-import pytest
 import yaml
 
 from .conftest import REPO_ROOT
