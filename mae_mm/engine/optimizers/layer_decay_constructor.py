@@ -8,11 +8,15 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 
 from mae_mm.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
+# ``blocks.N.`` (mae-mm, official, timm, mmdet ViTDet) or ``layers.N.`` (mmpretrain, mmseg).
 _BLOCK = re.compile(r'(?:^|\.)(?:blocks|layers)\.(\d+)\.')
 _EMBEDDING_NAMES = ('cls_token', 'pos_embed', 'mask_token', 'dist_token', 'reg_token')
+# Everything below the first block: the patch embedding (``patch_embed.proj`` or mmpretrain's
+# ``patch_embed.projection``) and the tokens and position table, at any nesting depth.
+_EMBEDDING = re.compile(r'(?:^|\.)(?:patch_embed|' + '|'.join(_EMBEDDING_NAMES) + r')(?:\.|$)')
 
 
-def vit_layer_id(name: str, num_layers: int) -> int:
+def vit_layer_id(name: str, num_layers: int, backbone_prefix: Optional[str] = 'backbone.') -> int:
     """The depth of a parameter: 0 for patch embedding, tokens and position embedding, ``i + 1``
     for Transformer block ``i``, ``num_layers + 1`` for everything above the blocks (final norm,
     fc_norm, heads, necks, decoders).
@@ -20,19 +24,30 @@ def vit_layer_id(name: str, num_layers: int) -> int:
     Args:
         name (str): Parameter name in the whole model, e.g. ``backbone.blocks.3.attn.qkv.weight``.
         num_layers (int): Number of Transformer blocks of the backbone.
+        backbone_prefix (str, optional): Prefix of the ViT's parameters in the model; parameters
+            outside it are above the blocks. None: the whole model is the ViT (a bare backbone).
+
+    Returns:
+        int: The layer id in ``[0, num_layers + 1]``.
+
+    Raises:
+        ValueError: The parameter is in a block ``i >= num_layers``.
     """
-    if 'backbone.' in name:
-        local = name.split('backbone.', 1)[1]
-    elif name.startswith(('blocks.', 'patch_embed.')) or name in _EMBEDDING_NAMES:
-        local = name  # a bare backbone
-    else:
-        return num_layers + 1
-    if local.split('.')[0] in _EMBEDDING_NAMES or local.startswith('patch_embed.'):
+    if backbone_prefix:
+        if not name.startswith(backbone_prefix):
+            return num_layers + 1
+        name = name[len(backbone_prefix):]
+    if _EMBEDDING.search(name):
         return 0
-    match = _BLOCK.search('.' + local)
-    if match:
-        return int(match.group(1)) + 1
-    return num_layers + 1
+    match = _BLOCK.search(name)
+    if not match:
+        return num_layers + 1
+    index = int(match.group(1))
+    if index >= num_layers:
+        raise ValueError(f'parameter {name!r} is in block {index}, but num_layers={num_layers}: '
+                         'set paramwise_cfg.num_layers to the number of Transformer blocks of '
+                         'the backbone (or leave it out to read it from the model)')
+    return index + 1
 
 
 def is_no_decay(name: str, param, extra_keys=()) -> bool:
@@ -49,37 +64,43 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     ``layer_id`` is given by :func:`vit_layer_id` (patch embed/cls/pos = 0, block i = i + 1,
     the rest = num_layers + 1, i.e. factor 1). Norms, biases, tokens, position tables and
     relative-position tables get no weight decay. Works for any model whose ViT sits under
-    ``backbone.`` (mmpretrain classifiers, mmdet detectors, mmseg segmentors) or a bare ViT.
+    ``backbone.`` (mmpretrain classifiers, mmdet detectors, mmseg segmentors) or a bare ViT;
+    from another scope write ``constructor='mae_mm.LayerDecayOptimWrapperConstructor'``.
+    Frozen parameters (``requires_grad=False``) are left out of the optimizer.
 
     ``paramwise_cfg`` keys:
         - ``layer_decay_rate`` (float): the decay (0.65 for ViT-B fine-tuning, 0.75 for L/H).
+          ``decay_rate`` (the name mmdet's ViTDet configs use) is accepted as well.
         - ``num_layers`` (int, optional): blocks of the backbone; read from
-          ``model.backbone.num_layers`` (or counted) when absent.
+          ``model.backbone.num_layers`` (or ``depth``), else counted, when absent.
+        - ``backbone_prefix`` (str, optional): where the ViT sits in the model; default
+          ``'backbone.'`` when the model has a ``backbone``, else the model is the ViT.
         - ``no_decay_keys`` (list[str], optional): more name fragments without weight decay.
         - ``custom_keys`` (dict, optional): ``{fragment: dict(lr_mult=, decay_mult=)}``, applied
-          on top (e.g. a slower head).
+          on top (e.g. a slower head); the longest matching fragment wins.
 
     Each group also records ``layer_id``, ``lr_scale`` and ``param_names`` for inspection.
     """
 
     def add_params(self, params: List[dict], module: nn.Module, prefix: str = '',
                    is_dcn_module: Optional[bool] = None) -> None:
+        """Append the layer-decayed parameter groups of ``module`` to ``params``."""
         cfg = dict(self.paramwise_cfg)
-        decay_rate = cfg.get('layer_decay_rate')
-        if decay_rate is None or not 0 < decay_rate <= 1:
-            raise ValueError(f'paramwise_cfg.layer_decay_rate={decay_rate!r} must be in (0, 1] '
-                             '(e.g. 0.65 for ViT-B, 0.75 for ViT-L/H fine-tuning)')
+        decay_rate = self._decay_rate(cfg)
+        backbone_prefix = cfg.get('backbone_prefix',
+                                  'backbone.' if hasattr(module, 'backbone') else None)
         num_layers = cfg.get('num_layers') or self._count_layers(module)
         no_decay_keys = tuple(cfg.get('no_decay_keys', ()))
         custom_keys = cfg.get('custom_keys', {})
+        sorted_custom = sorted(sorted(custom_keys), key=len, reverse=True)
         groups = {}
         for name, param in module.named_parameters():
             if not param.requires_grad:
                 continue
-            layer_id = vit_layer_id(name, num_layers)
+            layer_id = vit_layer_id(name, num_layers, backbone_prefix)
             no_decay = is_no_decay(name, param, no_decay_keys)
             lr_mult, decay_mult = 1.0, 1.0
-            for key in sorted(custom_keys, key=len, reverse=True):
+            for key in sorted_custom:
                 if key in name:
                     lr_mult = custom_keys[key].get('lr_mult', 1.0)
                     decay_mult = custom_keys[key].get('decay_mult', 1.0)
@@ -87,24 +108,38 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             key = (layer_id, no_decay, lr_mult, decay_mult)
             if key not in groups:
                 scale = decay_rate**(num_layers + 1 - layer_id)
-                groups[key] = dict(
-                    params=[], param_names=[], layer_id=layer_id, lr_scale=scale,
-                    lr=self.base_lr * scale * lr_mult,
-                    weight_decay=0.0 if no_decay else self.base_wd * decay_mult)
+                group = dict(params=[], param_names=[], layer_id=layer_id, lr_scale=scale,
+                             lr=self.base_lr * scale * lr_mult)
+                if self.base_wd is not None:  # an optimizer without weight decay keeps none
+                    group['weight_decay'] = 0.0 if no_decay else self.base_wd * decay_mult
+                groups[key] = group
             groups[key]['params'].append(param)
             groups[key]['param_names'].append(name)
-        params.extend(groups[k] for k in sorted(groups, key=lambda k: (k[0], k[1:])))
+        params.extend(groups[k] for k in sorted(groups))
         MMLogger.get_current_instance().info(
             f'layer-wise lr decay {decay_rate} over {num_layers} blocks: '
             f'{len(groups)} parameter groups')
 
     @staticmethod
+    def _decay_rate(cfg: dict) -> float:
+        rate = cfg.get('layer_decay_rate', cfg.get('decay_rate'))
+        if 'layer_decay_rate' in cfg and 'decay_rate' in cfg \
+                and cfg['layer_decay_rate'] != cfg['decay_rate']:
+            raise ValueError(f"paramwise_cfg has layer_decay_rate={cfg['layer_decay_rate']} and "
+                             f"decay_rate={cfg['decay_rate']}: keep only layer_decay_rate")
+        if not isinstance(rate, (int, float)) or not 0 < rate <= 1:
+            raise ValueError(f'paramwise_cfg.layer_decay_rate={rate!r} must be in (0, 1] '
+                             '(e.g. 0.65 for ViT-B, 0.75 for ViT-L/H fine-tuning)')
+        return float(rate)
+
+    @staticmethod
     def _count_layers(module: nn.Module) -> int:
         backbone = getattr(module, 'backbone', module)
-        if getattr(backbone, 'num_layers', None):
-            return int(backbone.num_layers)
-        ids = [int(m.group(1)) for n, _ in module.named_parameters()
-               for m in [_BLOCK.search('.' + n)] if m]
+        for attr in ('num_layers', 'depth'):
+            if isinstance(getattr(backbone, attr, None), int) and getattr(backbone, attr) > 0:
+                return int(getattr(backbone, attr))
+        ids = [int(m.group(1)) for n, _ in backbone.named_parameters()
+               for m in [_BLOCK.search(n)] if m]
         if not ids:
             raise ValueError('cannot find Transformer blocks for layer decay: set '
                              'paramwise_cfg.num_layers')
