@@ -14,9 +14,5 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-# MaskedViT keeps its final LayerNorm `norm` when final_norm=False (average pooling) although it
-# is not applied; DDP must be told that this parameter receives no gradient.
-find_unused_parameters = True
-
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3,
                                      save_best='auto'))

@@ -11,6 +11,7 @@ from mae_mm.registry import MODELS
 from ..layers import (NOISE_FUNCTIONS, Block, check_mask_config, init_mae_weights,
                       keep_lowest_noise, num_visible, resize_pos_embed,
                       sincos_2d_position_embedding)
+from ..layers.masking import gather_tokens, split_by_noise
 
 ARCH_ZOO: Dict[str, dict] = {
     'tiny': dict(embed_dims=192, num_layers=12, num_heads=3, feedforward_channels=768),
@@ -54,14 +55,38 @@ class PatchEmbed(nn.Module):
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_channels, embed_dims, patch_size, stride=patch_size)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        """(N, C, H, W) -> tokens (N, H/p * W/p, D) and the grid (H/p, W/p)."""
+    def grid(self, x: torch.Tensor) -> Tuple[int, int]:
+        """The patch grid (H/p, W/p) of images ``x``; one-line error when not divisible."""
         h, w = x.shape[-2:]
         if h % self.patch_size or w % self.patch_size:
             raise ValueError(f'input size {h}x{w} is not divisible by patch_size '
                              f'{self.patch_size}: resize or crop the images to a multiple')
+        return h // self.patch_size, w // self.patch_size
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """(N, C, H, W) -> tokens (N, H/p * W/p, D) and the grid (H/p, W/p)."""
+        self.grid(x)
         x = self.proj(x)
         return x.flatten(2).transpose(1, 2), (x.shape[-2], x.shape[-1])
+
+    def pixel_patches(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, L, C*p*p), each patch flattened like ``proj``'s weight."""
+        (rows, cols), p = self.grid(x), self.patch_size
+        n, c = x.shape[:2]
+        x = x.reshape(n, c, rows, p, cols, p).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(n, rows * cols, c * p * p)
+
+    def project(self, pixel_patches: torch.Tensor) -> torch.Tensor:
+        """Tokens of patches from :meth:`pixel_patches` (N, K, C*p*p) -> (N, K, D).
+
+        Each patch goes through ``proj`` itself as a p x p image (one output position), not
+        through its weight tensor: wrappers that act in a module's forward (FSDP unsharding a
+        separately wrapped ``proj``, hooks) then still apply.
+        """
+        n, k, _ = pixel_patches.shape
+        p = self.patch_size
+        patches = pixel_patches.reshape(n * k, -1, p, p)
+        return self.proj(patches).reshape(n, k, -1)
 
 
 @MODELS.register_module()
@@ -152,6 +177,10 @@ class MaskedViT(BaseModule):
                   drop_path=rate, qkv_bias=qkv_bias, norm_eps=norm_eps) for rate in rates
         ])
         self.norm = nn.LayerNorm(self.embed_dims, eps=norm_eps)
+        if not final_norm:
+            # Unused, but kept so that pretraining checkpoints load without unexpected keys;
+            # frozen so that DDP does not wait for its gradient.
+            self.norm.requires_grad_(False)
         self.fc_norm = (nn.LayerNorm(self.embed_dims, eps=norm_eps)
                         if out_type == 'avg_featmap' else None)
         self._init_mae_weights()
@@ -243,6 +272,16 @@ class MaskedViT(BaseModule):
                       min_block_patches=self.min_block_patches)
         return fn(batch_size, grid_size, self.mask_ratio, device)
 
+    def _checked_noise(self, noise: Optional[torch.Tensor], batch_size: int,
+                       grid: Tuple[int, int], device: torch.device) -> torch.Tensor:
+        """``noise`` after a shape check, or drawn from the configured strategy when None."""
+        if noise is None:
+            return self.make_noise(batch_size, grid, device)
+        if noise.shape != (batch_size, grid[0] * grid[1]):
+            raise ValueError(f'noise has shape {tuple(noise.shape)}, expected '
+                             f'{(batch_size, grid[0] * grid[1])} (batch, patches)')
+        return noise
+
     def forward_masked(self, x: torch.Tensor, noise: Optional[torch.Tensor] = None):
         """Encode the visible patches.
 
@@ -255,22 +294,31 @@ class MaskedViT(BaseModule):
             tuple: ``latent`` (N, 1 + len_keep, D) (all 1 + L tokens in the mask-token
             ablation), ``mask`` (N, L) with 1 = masked, ``ids_restore`` (N, L).
         """
-        tokens, grid = self.patch_embed(x)  # (N, L, D)
-        n, length, _ = tokens.shape
-        pos = self.position_embedding(grid)
-        tokens = tokens + pos[:, 1:]
-        if noise is None:
-            noise = self.make_noise(n, grid, tokens.device)
-        elif noise.shape != (n, length):
-            raise ValueError(f'noise has shape {tuple(noise.shape)}, expected {(n, length)} '
-                             '(batch, patches)')
-        len_keep = num_visible(length, self.mask_ratio)
-        visible, mask, ids_restore = keep_lowest_noise(tokens, len_keep, noise)
-        if self.mask_token is not None:
-            # Ablation: the encoder sees every position, masked ones as [M] + position.
-            masked = mask.unsqueeze(-1).to(tokens.dtype)
-            visible = tokens * (1 - masked) + (self.mask_token + pos[:, 1:]) * masked
-            ids_restore = torch.arange(length, device=x.device).expand(n, -1)
+        n = x.shape[0]
+        if self.mask_token is None and type(self.patch_embed) is PatchEmbed:
+            # The embedding acts on each patch alone, so embedding the visible patches only
+            # gives the visible tokens of the full embedding, for (1 - mask_ratio) of the work.
+            grid = self.patch_embed.grid(x)
+            noise = self._checked_noise(noise, n, grid, x.device)
+            ids_keep, mask, ids_restore = split_by_noise(
+                noise, num_visible(grid[0] * grid[1], self.mask_ratio))
+            pos = self.position_embedding(grid)
+            pixels = gather_tokens(self.patch_embed.pixel_patches(x), ids_keep)
+            visible = (self.patch_embed.project(pixels) +
+                       gather_tokens(pos[:, 1:].expand(n, -1, -1), ids_keep))
+        else:
+            tokens, grid = self.patch_embed(x)  # (N, L, D)
+            length = tokens.shape[1]
+            pos = self.position_embedding(grid)
+            tokens = tokens + pos[:, 1:]
+            noise = self._checked_noise(noise, n, grid, tokens.device)
+            visible, mask, ids_restore = keep_lowest_noise(
+                tokens, num_visible(length, self.mask_ratio), noise)
+            if self.mask_token is not None:
+                # Ablation: the encoder sees every position, masked ones as [M] + position.
+                masked = mask.unsqueeze(-1).to(tokens.dtype)
+                visible = tokens * (1 - masked) + (self.mask_token + pos[:, 1:]) * masked
+                ids_restore = torch.arange(length, device=x.device).expand(n, -1)
         cls = (self.cls_token + pos[:, :1]).expand(n, -1, -1)
         latent = torch.cat([cls, visible], dim=1)
         for block in self.blocks:

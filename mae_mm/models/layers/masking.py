@@ -125,6 +125,34 @@ def _uniform(low: float, high: float) -> float:
 NOISE_FUNCTIONS = dict(random=random_noise, block=block_noise, grid=grid_noise)
 
 
+def split_by_noise(noise: torch.Tensor,
+                   len_keep: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Indices of the ``len_keep`` lowest-noise patches per sample, the mask and the inverse.
+
+    Args:
+        noise (Tensor): (N, L) scores; lower is kept.
+        len_keep (int): Patches kept per sample.
+
+    Returns:
+        tuple: ``ids_keep`` (N, len_keep) in shuffled order; ``mask`` (N, L), 1 = masked, in
+        the original order; ``ids_restore`` (N, L), the permutation that un-shuffles
+        ``cat([visible, masked])`` back to the original order.
+    """
+    n, length = noise.shape
+    ids_shuffle = torch.argsort(noise, dim=1)  # ascending: kept first
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    ids_keep = ids_shuffle[:, :len_keep]
+    mask = torch.ones(n, length, device=noise.device)
+    mask[:, :len_keep] = 0
+    mask = torch.gather(mask, 1, ids_restore)
+    return ids_keep, mask, ids_restore
+
+
+def gather_tokens(tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``tokens[i, ids[i]]`` for every sample: (N, L, C), (N, K) -> (N, K, C)."""
+    return torch.gather(tokens, 1, ids.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+
+
 def keep_lowest_noise(tokens: torch.Tensor, len_keep: int,
                       noise: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keep the ``len_keep`` tokens with the lowest noise (per sample).
@@ -139,12 +167,5 @@ def keep_lowest_noise(tokens: torch.Tensor, len_keep: int,
         in the original order; ``ids_restore`` (N, L), the permutation that un-shuffles
         ``cat([visible, masked])`` back to the original order.
     """
-    n, length, dim = tokens.shape
-    ids_shuffle = torch.argsort(noise, dim=1)  # ascending: kept first
-    ids_restore = torch.argsort(ids_shuffle, dim=1)
-    ids_keep = ids_shuffle[:, :len_keep]
-    visible = torch.gather(tokens, 1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))
-    mask = torch.ones(n, length, device=tokens.device)
-    mask[:, :len_keep] = 0
-    mask = torch.gather(mask, 1, ids_restore)
-    return visible, mask, ids_restore
+    ids_keep, mask, ids_restore = split_by_noise(noise, len_keep)
+    return gather_tokens(tokens, ids_keep), mask, ids_restore

@@ -1,0 +1,133 @@
+"""FastRandomResizedCrop against mmpretrain's LoadImageFromFile + RandomResizedCrop."""
+import glob
+import os.path as osp
+
+import numpy as np
+import pytest
+from mmengine.dataset import Compose
+from mmengine.registry import DefaultScope
+from PIL import Image, JpegImagePlugin
+
+import mmpretrain.datasets  # noqa: F401  (registers mmpretrain's transforms)
+from mae_mm.datasets import skipped_image_count
+from mae_mm.datasets.transforms import FastRandomResizedCrop
+
+from ._image_utils import jpeg_bytes
+
+CROP = dict(crop_ratio_range=(0.2, 1.0), interpolation='bicubic')
+
+
+def _reference(scale):
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return Compose([dict(type='LoadImageFromFile'),
+                        dict(type='RandomResizedCrop', scale=scale, backend='pillow', **CROP)])
+
+
+def _photos(photo_folder):
+    return sorted(glob.glob(osp.join(photo_folder, '*.jpg')))
+
+
+def test_full_decode_path_is_mmpretrains_pixel_for_pixel(photo_folder):
+    """Without a usable reduced scale, same RNG draws -> same box -> identical pixels; and the
+    numpy RNG is left in the same state (the same number of draws)."""
+    reference, fast = _reference(64), FastRandomResizedCrop(scale=64, **CROP)
+    for seed, path in enumerate(_photos(photo_folder)[:24]):
+        np.random.seed(seed)
+        expected = reference(dict(img_path=path))
+        after_reference = np.random.random()
+        np.random.seed(seed)
+        out = fast(dict(img_path=path))
+        assert np.random.random() == after_reference
+        np.testing.assert_array_equal(out['img'], expected['img'])
+        assert out['img_shape'] == (64, 64) and out['ori_shape'] == (96, 96)
+
+
+def test_array_input_same_as_mmpretrain(photo_folder):
+    """A result that already holds a decoded image is cropped exactly like mmpretrain."""
+    reference, fast = _reference(40), FastRandomResizedCrop(scale=40, **CROP)
+    path = _photos(photo_folder)[0]
+    for seed in range(10):
+        np.random.seed(seed)
+        expected = reference(dict(img_path=path))['img']
+        np.random.seed(seed)
+        decoded = _reference(40).transforms[0](dict(img_path=path))
+        np.testing.assert_array_equal(fast(decoded)['img'], expected)
+
+
+def _box_draws(transform, shape, count):
+    """The boxes ``transform`` draws for images of ``shape`` (h, w), seeded."""
+    np.random.seed(0)
+    return np.array([transform.rand_crop_params(np.empty(shape + (3, ), np.uint8))
+                     for _ in range(count)])
+
+
+def test_box_distribution_is_mmpretrains():
+    """The box sampler is mmpretrain's: the same draws for a fixed RNG, covering the area and
+    ratio ranges, with the centre-crop fallback for extreme aspect ratios."""
+    from mmpretrain.datasets.transforms import RandomResizedCrop
+    fast = FastRandomResizedCrop(scale=224, **CROP)
+    reference = RandomResizedCrop(scale=224, backend='pillow', **CROP)
+    for shape in [(375, 500), (40, 400)]:  # the second forces the fallback
+        np.testing.assert_array_equal(_box_draws(fast, shape, 300),
+                                      _box_draws(reference, shape, 300))
+    boxes = _box_draws(fast, (375, 500), 2000)
+    area = boxes[:, 2] * boxes[:, 3] / (375 * 500)
+    # Areas span the configured range; large areas with extreme ratios do not fit the image
+    # and are redrawn, which pulls the mean below the uniform 0.6.
+    assert 0.19 < area.min() < 0.22 and area.max() > 0.9 and 0.4 < area.mean() < 0.6
+    offset_h, offset_w, h, w = _box_draws(fast, (40, 400), 1)[0]
+    assert (h, w) == (40, 53) and (offset_h, offset_w) == (0, (400 - 53) // 2)
+
+
+@pytest.fixture
+def large_photo(tmp_path):
+    """A 768x576 photo JPEG: crops >= 2x a 64 px output allow a 1/2 (or 1/4) DCT scale."""
+    from skimage import data as skdata
+    path = tmp_path / 'large.jpg'
+    Image.fromarray(skdata.astronaut()).resize((768, 576), Image.BICUBIC).save(path, quality=90)
+    return str(path)
+
+
+def test_reduced_scale_decode_is_used_and_close(large_photo, monkeypatch):
+    """When the crop allows it the JPEG is decoded at a reduced DCT scale; the output stays
+    close to the full decode of the same box (same seed)."""
+    drafts = []
+    original_draft = JpegImagePlugin.JpegImageFile.draft
+
+    def record_draft(self, mode, size):
+        result = original_draft(self, mode, size)
+        drafts.append(self.size)
+        return result
+
+    fast = FastRandomResizedCrop(scale=64, **CROP)
+    full = FastRandomResizedCrop(scale=64, draft=False, **CROP)
+    differences = []
+    for seed in range(12):
+        np.random.seed(seed)
+        expected = full(dict(img_path=large_photo))['img'].astype(np.float64)
+        monkeypatch.setattr(JpegImagePlugin.JpegImageFile, 'draft', record_draft)
+        np.random.seed(seed)
+        out = fast(dict(img_path=large_photo))
+        monkeypatch.undo()
+        assert out['img'].shape == (64, 64, 3) and out['ori_shape'] == (576, 768)
+        differences.append(np.abs(out['img'] - expected).mean())
+    assert len(drafts) == 12 and all(size[0] < 768 for size in drafts)
+    # Differences of DCT-domain vs bicubic downscaling, not of content (a wrong box or channel
+    # order gives tens of levels).
+    assert max(differences) < 4.0, differences
+
+
+def test_unreadable_files_skip_or_raise(tmp_path):
+    truncated = tmp_path / 'truncated.jpg'
+    truncated.write_bytes(jpeg_bytes()[:-2])
+    corrupt = tmp_path / 'corrupt.jpg'
+    corrupt.write_bytes(b'not a jpeg' * 20)
+    fast = FastRandomResizedCrop(scale=32, **CROP)
+    for path in (truncated, corrupt, tmp_path / 'missing.jpg'):
+        assert fast(dict(img_path=str(path))) is None
+    assert skipped_image_count() == 3
+    with pytest.raises(OSError) as err:
+        FastRandomResizedCrop(scale=32, on_error='raise', **CROP)(dict(img_path=str(corrupt)))
+    assert str(corrupt) in str(err.value) and '\n' not in str(err.value)
+    with pytest.raises(ValueError, match='interpolation'):
+        FastRandomResizedCrop(scale=32, interpolation='cubic')

@@ -1,0 +1,131 @@
+"""Data-pipeline mode of ``benchmark.py``: images/s of one worker (a single process), for
+mmpretrain's MAE pretraining pipeline, mae-mm's configured pipeline and mae-mm's fused fast one.
+
+Each pipeline decodes, crops (RandomResizedCrop 224, area 0.2-1, bicubic, Pillow), flips and
+packs, then the batch-side normalisation (BGR->RGB, mean/std) is applied to every image, so all
+of "decode + RandomResizedCrop + flip + normalize" is timed. Pipelines run alternately over the
+same files, several rounds, and the median rate of each is reported.
+"""
+import glob
+import os
+import os.path as osp
+import statistics
+import tempfile
+import time
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.dataset import Compose
+from mmengine.registry import DefaultScope
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DATASET_CONFIG = osp.join(REPO_ROOT, 'configs', '_base_', 'datasets', 'imagenet_mae.py')
+CROP = dict(scale=224, crop_ratio_range=(0.2, 1.0), interpolation='bicubic')
+MEAN = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
+STD = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
+
+
+def write_jpeg_folder(root: str, num_images: int, size=(500, 375), quality: int = 90) -> str:
+    """``num_images`` ordinary photo JPEGs (``size`` w x h, ``quality``) cut from
+    scikit-image's photographs, rescaled at random so that they differ."""
+    from PIL import Image
+    from skimage import data as skdata
+    os.makedirs(root, exist_ok=True)
+    photos = [skdata.astronaut(), skdata.coffee(), skdata.chelsea(), skdata.rocket(),
+              skdata.immunohistochemistry()]
+    rng = np.random.default_rng(0)
+    width, height = size
+    for i in range(num_images):
+        photo = Image.fromarray(photos[i % len(photos)])
+        zoom = max(width / photo.width, height / photo.height) * rng.uniform(1.0, 1.5)
+        photo = photo.resize((int(photo.width * zoom) + 1, int(photo.height * zoom) + 1),
+                             Image.BICUBIC)
+        left = int(rng.integers(0, photo.width - width + 1))
+        top = int(rng.integers(0, photo.height - height + 1))
+        photo.crop((left, top, left + width, top + height)).save(
+            osp.join(root, f'photo_{i:04d}.jpg'), quality=quality)
+    return root
+
+
+def build_pipelines() -> Dict[str, Compose]:
+    """The three pipelines, each ending with PackInputs."""
+    import mmpretrain.datasets  # noqa: F401  (registers mmpretrain's transforms)
+    import mae_mm.datasets  # noqa: F401
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        reference = Compose([
+            dict(type='LoadImageFromFile'),
+            dict(type='RandomResizedCrop', backend='pillow', **CROP),
+            dict(type='RandomFlip', prob=0.5),
+            dict(type='PackInputs')])
+    with DefaultScope.overwrite_default_scope('mae_mm'):
+        configured = Compose(Config.fromfile(DATASET_CONFIG).train_pipeline)
+        fast = Compose([
+            dict(type='FastRandomResizedCrop', **CROP),
+            dict(type='mmpretrain.RandomFlip', prob=0.5),
+            dict(type='mmpretrain.PackInputs')])
+    return {'mmpretrain': reference, 'mae_mm_config': configured, 'mae_mm_fast': fast}
+
+
+def normalize(packed: dict) -> torch.Tensor:
+    """What SelfSupDataPreprocessor does per image: BGR->RGB, float, mean/std."""
+    return (packed['inputs'].flip(0).float() - MEAN) / STD
+
+
+def time_pipeline(pipeline: Compose, files: List[str]) -> Tuple[float, float]:
+    """Images per second of ``pipeline`` + normalisation over ``files``: per wall-clock second
+    and per CPU second of this process (the rate of a worker that has a core to itself, which
+    other jobs on a shared machine do not disturb)."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    for i, path in enumerate(files):
+        normalize(pipeline(dict(img_path=path, sample_idx=i)))
+    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    return len(files) / wall, len(files) / cpu
+
+
+def benchmark_pipelines(data_dir: Optional[str], num_images: int, rounds: int = 5,
+                        smoke: bool = False, jpeg_size=(500, 375)) -> dict:
+    """Median images/s of each pipeline over ``rounds`` alternating passes."""
+    torch.set_num_threads(1)  # one dataloader worker's share of the machine
+    tmp = None
+    if data_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix='mae_mm_pipeline_')
+        data_dir = write_jpeg_folder(tmp.name, min(num_images, 100), size=jpeg_size)
+    files = sorted(glob.glob(osp.join(data_dir, '**', '*.jp*g'), recursive=True) +
+                   glob.glob(osp.join(data_dir, '**', '*.JPEG'), recursive=True))
+    if not files:
+        raise SystemExit(f'--data-dir {data_dir} holds no .jpg/.jpeg/.JPEG file')
+    files = (files * (num_images // len(files) + 1))[:num_images]
+    rounds = 1 if smoke else rounds
+    pipelines = build_pipelines()
+    for pipeline in pipelines.values():  # warm-up: imports, caches
+        time_pipeline(pipeline, files[:5])
+    wall = {name: [] for name in pipelines}
+    cpu = {name: [] for name in pipelines}
+    for r in range(rounds):
+        names = list(pipelines) if r % 2 == 0 else list(pipelines)[::-1]
+        for name in names:
+            rate, cpu_rate = time_pipeline(pipelines[name], files)
+            wall[name].append(rate)
+            cpu[name].append(cpu_rate)
+    if tmp is not None:
+        tmp.cleanup()
+    medians = {name: statistics.median(values) for name, values in wall.items()}
+    cpu_medians = {name: statistics.median(values) for name, values in cpu.items()}
+    generated = f'generated {jpeg_size[0]}x{jpeg_size[1]} q90'
+    return dict(mode='pipeline', data_dir=data_dir if tmp is None else generated,
+                num_images=len(files), rounds=rounds, img_per_s=medians,
+                img_per_cpu_s=cpu_medians, all_rates=wall, all_cpu_rates=cpu,
+                speedup={name: medians[name] / medians['mmpretrain'] for name in medians},
+                speedup_cpu={name: cpu_medians[name] / cpu_medians['mmpretrain']
+                             for name in cpu_medians})
+
+
+def print_pipelines(result: dict) -> None:
+    print(f"data pipeline, one process, {result['num_images']} images of "
+          f"{result['data_dir']}, median of {result['rounds']} alternating rounds")
+    print(f"{'':15s}{'img/s':>9s}{'ratio':>7s}{'img/CPU-s':>11s}{'ratio':>7s}")
+    for name, rate in result['img_per_s'].items():
+        print(f"{name:15s}{rate:9.1f}{result['speedup'][name]:6.2f}x"
+              f"{result['img_per_cpu_s'][name]:11.1f}{result['speedup_cpu'][name]:6.2f}x")
