@@ -148,10 +148,8 @@ def reconstruct_with_seed(model, imgs: torch.Tensor, seed: int = 0,
         ``input``, the images themselves, added) and the uint8 ``panels``
         (N, 4, H, W, C) of :func:`reconstruction_panels`.
     """
-    patch = model.backbone.patch_size
-    grid = (imgs.shape[-2] // patch, imgs.shape[-1] // patch)
     if noise is None:
-        noise = mask_noise(model, imgs.shape[0], grid, seed)
+        noise = mask_noise(model, imgs.shape[0], model.patch_grid(imgs), seed)
     outputs = model.reconstruct(imgs, noise=noise.to(imgs.device))
     outputs = {key: value.detach().float().cpu() for key, value in outputs.items()}
     outputs['input'] = imgs.detach().float().cpu()

@@ -114,9 +114,8 @@ class ReconstructionVisualizationHook(Hook):
             imgs = load_images_for_model(model, self.image_paths,
                                          self.img_size or model.backbone.img_size)
             if self._noise is None or self._noise.shape[0] != imgs.shape[0]:
-                patch = model.backbone.patch_size
-                grid = (imgs.shape[-2] // patch, imgs.shape[-1] // patch)
-                self._noise = mask_noise(model, imgs.shape[0], grid, self.seed)
+                self._noise = mask_noise(model, imgs.shape[0], model.patch_grid(imgs),
+                                         self.seed)
             _, panels = reconstruct_with_seed(model, imgs, noise=self._noise)
         finally:
             model.train(was_training)

@@ -107,12 +107,14 @@ class MaskedAutoencoder(BaseModel):
             return self.backbone(self._images(inputs), mask=False)
         raise RuntimeError(f'invalid mode {mode!r}: use loss, predict or tensor')
 
+    def patch_grid(self, imgs: torch.Tensor) -> Tuple[int, int]:
+        """The (rows, cols) patch grid of ``imgs``, as the backbone's patch embedding sees it."""
+        return self.backbone.patch_embed.grid(imgs)
+
     def forward_loss(self, imgs: torch.Tensor, noise: Optional[torch.Tensor] = None):
         """Run the three stages; returns ``(loss, pred, mask)``."""
         latent, mask, ids_restore = self.backbone(imgs, mask=True, noise=noise)
-        grid = (imgs.shape[-2] // self.backbone.patch_size,
-                imgs.shape[-1] // self.backbone.patch_size)
-        pred = self.neck(latent, ids_restore, grid)  # (N, L, p*p*C)
+        pred = self.neck(latent, ids_restore, self.patch_grid(imgs))  # (N, L, p*p*C)
         return self.head.loss(pred, imgs, mask), pred, mask
 
     def loss(self, inputs, data_samples: Optional[list] = None) -> Dict[str, torch.Tensor]:
@@ -128,8 +130,7 @@ class MaskedAutoencoder(BaseModel):
             raise ValueError('model.mask_seed needs data samples with sample_idx (the default of '
                              'mmpretrain.PackInputs); remove mask_seed or pack sample_idx')
         step = MessageHub.get_current_instance().get_info('iter', 0)
-        grid = (imgs.shape[-2] // self.backbone.patch_size,
-                imgs.shape[-1] // self.backbone.patch_size)
+        grid = self.patch_grid(imgs)
         rows = []
         with torch.random.fork_rng(devices=[]):
             for sample in data_samples:
@@ -168,8 +169,7 @@ class MaskedAutoencoder(BaseModel):
         if self.head.norm_pix:
             mean, std = self.head.patch_statistics(imgs)
             pred = pred * std + mean
-        p, channels = self.backbone.patch_size, imgs.shape[1]
-        grid = (imgs.shape[-2] // p, imgs.shape[-1] // p)
+        p, channels, grid = self.backbone.patch_size, imgs.shape[1], self.patch_grid(imgs)
         mask_patches = mask.unsqueeze(-1).expand(-1, -1, p * p * channels)
         pixel_mask = unpatchify(mask_patches, p, grid, channels)
         reconstruction = unpatchify(pred, p, grid, channels)
