@@ -46,7 +46,8 @@ step() {
 
 # A fingerprint of everything that decides the environment's contents.
 fingerprint() {
-  cat "$ROOT/requirements/"*.txt "$ROOT/setup.py" "$ROOT/tools/setup_env.sh" | sha256sum | cut -d' ' -f1
+  cat "$ROOT/requirements/"*.txt "$ROOT/setup.py" "$ROOT/tools/setup_env.sh" \
+    "$ROOT/mae_mm/datasets/transforms/_crop_decode.c" | sha256sum | cut -d' ' -f1
 }
 
 # -- 0. preconditions ---------------------------------------------------------------------------
@@ -114,9 +115,7 @@ install_mmcv() {
 install_mmcv
 step "install mmcv's runtime requirements" "${PIP[@]}" install addict packaging pyyaml yapf opencv-python
 step "install test requirements" "${PIP[@]}" install -r "$ROOT/requirements/tests.txt" -r "$ROOT/requirements/optional.txt"
-step "install mae-mm (editable)" "${PIP[@]}" install --no-build-isolation --no-deps -e "$ROOT"
-
-# -- 4. Debian data packages (real images for tests and studies) ------------------------------
+# -- Debian packages: real images for tests and studies, libjpeg headers for the extension ----
 install_debian_data() {
   local missing=()
   for pkg in $(grep -v '^#' "$ROOT/requirements/debian.txt"); do
@@ -124,14 +123,18 @@ install_debian_data() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    die "Debian data packages missing (${missing[*]}): run 'sudo apt-get update && sudo apt-get install -y ${missing[*]}', then re-run"
+    die "Debian packages missing (${missing[*]}): run 'sudo apt-get update && sudo apt-get install -y ${missing[*]}', then re-run"
   fi
   step "apt-get update" apt-get update
   step "apt-get install ${missing[*]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 }
 install_debian_data
 
+step "install mae-mm (editable)" "${PIP[@]}" install --no-build-isolation --no-deps -e "$ROOT"
+
 # -- 5. verify, then mark complete ------------------------------------------------------------
+step "check that the JPEG region decoder was built (needs libjpeg62-turbo-dev)" \
+  "$VENV/bin/python" -c 'from mae_mm.datasets.transforms import crop_decode; assert crop_decode.available()'
 step "check that the stack imports (mmcv.ops, mmdet, mmseg, mmpretrain, mae_mm)" \
   "$VENV/bin/python" -c 'import mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models, mae_mm; print(mae_mm.__version__)'
 fingerprint >"$STAMP"

@@ -24,9 +24,8 @@ train_dataloader = dict(
         data_root='data/quickstart',
         data_prefix='',
         pipeline=[
-            dict(type='LoadImageSafe'),
-            dict(type='mmpretrain.RandomResizedCrop', scale=32, crop_ratio_range=(0.2, 1.0),
-                 backend='pillow', interpolation='bicubic'),
+            dict(type='FastRandomResizedCrop', scale=32, crop_ratio_range=(0.2, 1.0),
+                 interpolation='bicubic'),
             dict(type='mmpretrain.RandomFlip', prob=0.5),
             dict(type='mmpretrain.PackInputs'),
         ]))

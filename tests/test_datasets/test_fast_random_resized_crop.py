@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from mmengine.dataset import Compose
 from mmengine.registry import DefaultScope
-from PIL import Image, JpegImagePlugin
+from PIL import Image
 
 import mmpretrain.datasets  # noqa: F401  (registers mmpretrain's transforms)
 from mae_mm.datasets import skipped_image_count
-from mae_mm.datasets.transforms import FastRandomResizedCrop
+from mae_mm.datasets.transforms import FastRandomResizedCrop, crop_decode
 
 from ._image_utils import jpeg_bytes
 
@@ -88,16 +88,32 @@ def large_photo(tmp_path):
     return str(path)
 
 
+def test_imagenet_sized_jpegs_are_mmpretrains_pixel_for_pixel(tmp_path):
+    """500x375 JPEGs, 224 px output (MAE's setting): the region path, never a reduced scale,
+    and mmpretrain's output exactly."""
+    from skimage import data as skdata
+    paths = []
+    for i, photo in enumerate([skdata.astronaut(), skdata.coffee(), skdata.rocket()]):
+        paths.append(str(tmp_path / f'{i}.jpg'))
+        Image.fromarray(photo).resize((500, 375), Image.BICUBIC).save(paths[-1], quality=90)
+    reference, fast = _reference(224), FastRandomResizedCrop(scale=224, **CROP)
+    for seed in range(12):
+        path = paths[seed % len(paths)]
+        np.random.seed(seed)
+        expected = reference(dict(img_path=path))['img']
+        np.random.seed(seed)
+        np.testing.assert_array_equal(fast(dict(img_path=path))['img'], expected)
+
+
 def test_reduced_scale_decode_is_used_and_close(large_photo, monkeypatch):
     """When the crop allows it the JPEG is decoded at a reduced DCT scale; the output stays
     close to the full decode of the same box (same seed)."""
-    drafts = []
-    original_draft = JpegImagePlugin.JpegImageFile.draft
+    scales = []
+    original = crop_decode.decode_region
 
-    def record_draft(self, mode, size):
-        result = original_draft(self, mode, size)
-        drafts.append(self.size)
-        return result
+    def record_scale(data, box, scale=1):
+        scales.append(scale)
+        return original(data, box, scale)
 
     fast = FastRandomResizedCrop(scale=64, **CROP)
     full = FastRandomResizedCrop(scale=64, draft=False, **CROP)
@@ -105,16 +121,40 @@ def test_reduced_scale_decode_is_used_and_close(large_photo, monkeypatch):
     for seed in range(12):
         np.random.seed(seed)
         expected = full(dict(img_path=large_photo))['img'].astype(np.float64)
-        monkeypatch.setattr(JpegImagePlugin.JpegImageFile, 'draft', record_draft)
+        monkeypatch.setattr(crop_decode, 'decode_region', record_scale)
         np.random.seed(seed)
         out = fast(dict(img_path=large_photo))
         monkeypatch.undo()
         assert out['img'].shape == (64, 64, 3) and out['ori_shape'] == (576, 768)
         differences.append(np.abs(out['img'] - expected).mean())
-    assert len(drafts) == 12 and all(size[0] < 768 for size in drafts)
+    assert len(scales) == 12 and min(scales) >= 2
     # Differences of DCT-domain vs bicubic downscaling, not of content (a wrong box or channel
     # order gives tens of levels).
     assert max(differences) < 4.0, differences
+
+
+def test_fallbacks_give_the_same_pixels(photo_folder, tmp_path, monkeypatch):
+    """Without the extension, and for an EXIF-rotated JPEG (decoded and rotated by OpenCV), the
+    output is still mmpretrain's."""
+    path = _photos(photo_folder)[3]
+    rotated = str(tmp_path / 'rotated.jpg')
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when displayed
+    Image.open(path).save(rotated, quality=90, exif=exif)
+    reference, fast = _reference(48), FastRandomResizedCrop(scale=48, **CROP)
+    for seed in range(6):
+        np.random.seed(seed)
+        expected = reference(dict(img_path=rotated))['img']
+        np.random.seed(seed)
+        np.testing.assert_array_equal(fast(dict(img_path=rotated))['img'], expected)
+    monkeypatch.setattr(crop_decode, '_crop_decode', None)
+    monkeypatch.setattr(crop_decode, 'pass_order_rule', lambda: None)
+    assert not crop_decode.available()
+    for seed in range(6):
+        np.random.seed(seed)
+        expected = reference(dict(img_path=path))['img']
+        np.random.seed(seed)
+        np.testing.assert_array_equal(fast(dict(img_path=path))['img'], expected)
 
 
 def test_unreadable_files_skip_or_raise(tmp_path):

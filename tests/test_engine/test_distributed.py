@@ -96,7 +96,7 @@ def failing_two_rank_run(photo_folder, tmp_path_factory):
     work_dir = root / 'work'
     cfg = tiny_pretrain_cfg(str(folder), work_dir, batch_size=2, max_epochs=1, **{
         'train_dataloader.sampler.shuffle': False,
-        'train_dataloader.dataset.pipeline.0': dict(type='LoadImageSafe', on_error='raise')})
+        'train_dataloader.dataset.pipeline.0.on_error': 'raise'})
     cfg.custom_imports = dict(imports=['tests.test_engine.test_distributed'],
                               allow_failed_imports=False)
     cfg.custom_hooks = list(cfg.custom_hooks) + [dict(type='RankProbeHook')]
@@ -122,7 +122,7 @@ def test_a_dying_rank_takes_the_job_down_with_a_clear_message(failing_two_rank_r
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert f"OSError: cannot decode image file '{bad}'" in output
-    assert "replace or remove the file, or use LoadImageSafe(on_error='skip')" in output
+    assert "replace or remove the file, or use FastRandomResizedCrop(on_error='skip')" in output
     # torchrun's summary names the rank that failed first; the other was stopped, not left
     # waiting in a collective (gloo reports the lost peer at once)
     assert 'ChildFailedError' in output, output[-3000:]

@@ -81,7 +81,7 @@ def mae_checkpoint(photo_folder, tmp_path_factory) -> str:
     cfg = tiny_pretrain_cfg(photo_folder, work_dir, max_epochs=2, **{
         'model.backbone.img_size': PRETRAIN_IMG,
         'model.backbone.patch_size': PATCH,
-        'train_dataloader.dataset.pipeline.1.scale': PRETRAIN_IMG,
+        'train_dataloader.dataset.pipeline.0.scale': PRETRAIN_IMG,
     })
     Runner.from_cfg(cfg).train()
     path = osp.join(work_dir, 'epoch_2.pth')

@@ -1,6 +1,5 @@
 """FastRandomResizedCrop: load + RandomResizedCrop fused, decoding no more than the crop needs."""
 import io
-import math
 from types import SimpleNamespace
 from typing import Optional, Tuple
 
@@ -10,6 +9,7 @@ from mmpretrain.datasets.transforms import RandomResizedCrop
 from PIL import Image
 
 from mae_mm.registry import TRANSFORMS
+from . import crop_decode
 from .loading import LoadImageSafe, jpeg_is_truncated
 
 _EXIF_ORIENTATION = 0x0112
@@ -25,18 +25,20 @@ class FastRandomResizedCrop(RandomResizedCrop):
     ratio ranges, centre-crop fallback, same numpy RNG calls), so the augmentation distribution
     is the mmpretrain one by construction. What changes is the work around it:
 
-    - the image is read from ``img_path`` and only its header is parsed before the box is drawn;
-    - a JPEG whose crop, at a reduced DCT scale (1/2, 1/4, 1/8), is still at least the output
-      size in both directions is decoded at that scale by Pillow (libjpeg's draft mode: the
-      decoder skips the high frequencies instead of decoding them and filtering them away), and
-      the box is rescaled accordingly;
-    - otherwise the image is decoded in full by OpenCV exactly as ``LoadImageFromFile`` does, so
-      the output is the mmpretrain pipeline's, pixel for pixel.
+    - only the JPEG header is parsed before the box is drawn;
+    - only the box is decoded (libjpeg-turbo's crop/skip-scanline decoding: columns outside it
+      are not inverse-transformed, rows below it are not read), and it is resized by a
+      compiled, vectorised copy of Pillow's bicubic. Both are pixel-exact: the output equals
+      ``LoadImageFromFile`` + ``RandomResizedCrop(backend='pillow')`` (tests check it);
+    - with ``draft=True``, a crop at least twice the output size in both directions is decoded
+      at a reduced DCT scale (1/2, 1/4, 1/8, as Pillow's ``draft``) and resized from there:
+      close to, not equal to, the full-resolution output (the decoder drops the high
+      frequencies instead of decoding and filtering them away). With 224 px outputs it applies
+      to large photos, never to 500x375 ones.
 
-    The reduced-scale path needs a crop at least twice the output size: with 224 px outputs it
-    applies to large photos, never to 500x375 ones (ImageNet's typical size), where the work
-    left is the full decode and the bicubic resize that mmpretrain does as well (measured:
-    docs/benchmarks.md).
+    Non-JPEG files, EXIF-rotated JPEGs, CMYK JPEGs, other interpolations, or an install without
+    the compiled extension take the full-decode path (OpenCV decode as ``LoadImageFromFile``,
+    Pillow-exact resize): same pixels, slower.
 
     Output: ``img`` as uint8 BGR (H, W, 3), like ``LoadImageFromFile`` then the crop, plus
     ``img_shape`` and ``ori_shape`` (the file's (h, w)). A result dict that already holds a
@@ -48,8 +50,10 @@ class FastRandomResizedCrop(RandomResizedCrop):
         crop_ratio_range (tuple[float, float]): Crop area / image area range.
         aspect_ratio_range (tuple[float, float]): Crop aspect ratio range.
         max_attempts (int): Draws before the centre-crop fallback.
-        interpolation (str): 'nearest', 'bilinear', 'bicubic', 'area' or 'lanczos'.
+        interpolation (str): 'nearest', 'bilinear', 'bicubic', 'area' or 'lanczos'; only
+            'bicubic' (MAE's) takes the region path.
         draft (bool): Allow reduced-scale JPEG decoding when the crop allows it.
+        region_decode (bool): Decode only the crop (False: always the full-decode path).
         on_error (str): 'skip' or 'raise', as :class:`LoadImageSafe`.
         check_truncated (bool): Reject JPEGs without an end marker, as :class:`LoadImageSafe`.
         backend_args (dict, optional): mmengine file backend arguments.
@@ -57,7 +61,8 @@ class FastRandomResizedCrop(RandomResizedCrop):
 
     def __init__(self, scale, crop_ratio_range=(0.08, 1.0),
                  aspect_ratio_range=(3. / 4., 4. / 3.), max_attempts: int = 10,
-                 interpolation: str = 'bilinear', draft: bool = True, on_error: str = 'skip',
+                 interpolation: str = 'bilinear', draft: bool = True, region_decode: bool = True,
+                 on_error: str = 'skip',
                  check_truncated: bool = True, backend_args: Optional[dict] = None) -> None:
         if interpolation not in _PIL_FILTERS:
             raise ValueError(f'FastRandomResizedCrop: interpolation={interpolation!r} is not '
@@ -66,6 +71,7 @@ class FastRandomResizedCrop(RandomResizedCrop):
                          aspect_ratio_range=aspect_ratio_range, max_attempts=max_attempts,
                          interpolation=interpolation, backend='pillow')
         self.draft = draft
+        self.region_decode = region_decode
         # Reading, error reporting and skipping are LoadImageSafe's, not re-implemented here.
         self.loader = LoadImageSafe(on_error=on_error, check_truncated=check_truncated,
                                     backend_args=backend_args)
@@ -79,70 +85,56 @@ class FastRandomResizedCrop(RandomResizedCrop):
             raise OSError(f'image file {filename!r} is a truncated JPEG (no end marker)')
         return data
 
-    def _may_draft(self, image: Image.Image, data: bytes) -> bool:
-        """Colour JPEG, upright (OpenCV rotates by EXIF orientation: then the header's size is
-        not the decoded image's, and the full-decode path is taken)."""
-        if not (self.draft and image.format == 'JPEG' and image.mode == 'RGB'):
+    def _region_path_allowed(self, data: bytes) -> bool:
+        """An upright JPEG, bicubic output, and the extension built. OpenCV rotates by the EXIF
+        orientation: then the header's size is not the decoded image's, and the full-decode
+        path is taken."""
+        if not (self.region_decode and self.interpolation == 'bicubic'
+                and crop_decode.available() and data[:2] == b'\xff\xd8'):
             return False
-        # Parsing EXIF costs more than finding out that there is none.
-        return (b'Exif' not in data[:65536]
-                or image.getexif().get(_EXIF_ORIENTATION, 1) == 1)
+        if b'Exif' not in data[:65536]:  # parsing EXIF costs more than finding there is none
+            return True
+        return Image.open(io.BytesIO(data)).getexif().get(_EXIF_ORIENTATION, 1) == 1
 
-    def _draft_scale_size(self, image: Image.Image, box) -> Optional[Tuple[int, int]]:
-        """The size to ask ``draft`` for when a reduced DCT scale keeps the crop at least the
-        output size in both directions, else None (decode in full)."""
+    def _resize(self, crop: np.ndarray) -> np.ndarray:
+        if self.interpolation == 'bicubic':
+            return crop_decode.resize_bicubic(crop, self.scale)
         out_h, out_w = self.scale
-        left, top, right, bottom = box
-        width, height = image.size
-        need = (math.ceil(width * out_w / (right - left)),
-                math.ceil(height * out_h / (bottom - top)))
-        return need if width >= 2 * need[0] and height >= 2 * need[1] else None
-
-    def _resize(self, image: Image.Image, box) -> np.ndarray:
-        """Resize the region ``box`` (float, in ``image``'s pixels) of a draft-decoded image."""
-        out_h, out_w = self.scale
-        return np.array(image.resize((out_w, out_h), _PIL_FILTERS[self.interpolation], box=box))
+        return np.asarray(Image.fromarray(crop).resize((out_w, out_h),
+                                                       _PIL_FILTERS[self.interpolation]))
 
     def _crop_array(self, img: np.ndarray, box=None) -> np.ndarray:
         """Crop a decoded array (the box drawn here unless given) and resize it, as mmpretrain:
-        only the crop goes to Pillow, and Pillow resamples BGR channels like RGB ones."""
+        only the crop is resized, and Pillow resamples BGR channels like RGB ones."""
         if box is None:
             offset_h, offset_w, target_h, target_w = self.rand_crop_params(img)
             box = (offset_w, offset_h, offset_w + target_w, offset_h + target_h)
         left, top, right, bottom = box
-        out_h, out_w = self.scale
-        crop = Image.fromarray(img[top:bottom, left:right])
-        return np.array(crop.resize((out_w, out_h), _PIL_FILTERS[self.interpolation]))
+        return self._resize(img[top:bottom, left:right])
 
     def _load_crop(self, filename: str) -> Tuple[np.ndarray, Tuple[int, int]]:
         """Crop of the file at ``filename`` (BGR) and the image's (h, w)."""
         data = self._read(filename)
         try:
-            image = Image.open(io.BytesIO(data))  # parses the header only
-            width, height = image.size
-            box = None
-            if self._may_draft(image, data):
-                shape = SimpleNamespace(shape=(height, width))  # all rand_crop_params reads
-                offset_h, offset_w, target_h, target_w = self.rand_crop_params(shape)
-                box = (offset_w, offset_h, offset_w + target_w, offset_h + target_h)
-                need = self._draft_scale_size(image, box)
-                if need is not None:
-                    image.draft('RGB', need)
-                    fx, fy = image.size[0] / width, image.size[1] / height
-                    scaled = (box[0] * fx, box[1] * fy, box[2] * fx, box[3] * fy)
-                    return np.ascontiguousarray(self._resize(image, scaled)[..., ::-1]), \
-                        (height, width)
-            # Full decode with OpenCV, exactly as LoadImageFromFile (faster than Pillow's, and
-            # it applies the EXIF orientation the same way).
+            if self._region_path_allowed(data):
+                width, height, components = crop_decode.jpeg_info(data)
+                if components in (1, 3):
+                    shape = SimpleNamespace(shape=(height, width))  # all rand_crop_params reads
+                    offset_h, offset_w, target_h, target_w = self.rand_crop_params(shape)
+                    box = (offset_w, offset_h, offset_w + target_w, offset_h + target_h)
+                    scale = (crop_decode.dct_scale((height, width), box, self.scale)
+                             if self.draft else 1)
+                    img = crop_decode.decode_crop_resized(data, (height, width), box,
+                                                          self.scale, scale)
+                    return img, (height, width)
+            # Full decode with OpenCV, exactly as LoadImageFromFile.
             img = mmcv.imfrombytes(data, flag='color', backend='cv2')
-        except Exception as err:  # PIL and OpenCV raise various types for bad data
+        except Exception as err:  # libjpeg, PIL and OpenCV raise various types for bad data
             raise OSError(f'cannot decode image file {filename!r}: {type(err).__name__}: '
                           f'{str(err).splitlines()[0] if str(err) else ""}') from None
         if img is None:
             raise OSError(f'cannot decode image file {filename!r}: corrupt or not an image')
-        if box is not None and img.shape[:2] != (height, width):
-            box = None  # decoded size differs from the header's: draw on the decoded image
-        return self._crop_array(img, box), img.shape[:2]
+        return self._crop_array(img), img.shape[:2]
 
     def transform(self, results: dict) -> Optional[dict]:
         """Crop ``results['img']`` if decoded, else load ``results['img_path']`` and crop."""
@@ -165,4 +157,5 @@ class FastRandomResizedCrop(RandomResizedCrop):
         return results
 
     def __repr__(self) -> str:
-        return f'{super().__repr__()[:-1]}, draft={self.draft}, on_error={self.loader.on_error!r})'
+        return (f'{super().__repr__()[:-1]}, draft={self.draft}, '
+                f'region_decode={self.region_decode}, on_error={self.loader.on_error!r})')
