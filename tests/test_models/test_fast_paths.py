@@ -7,9 +7,11 @@ import torch.nn.functional as F
 from mmengine.optim import build_optim_wrapper
 
 from mae_mm.models.backbones.masked_vit import PatchEmbed
+from mae_mm.models.layers.transformer import (CPU_EXPLICIT_ATTENTION_MAX_TOKENS,
+                                              scaled_dot_product_attention)
 from mae_mm.registry import MODELS
 
-from ..conftest import tiny_mae_cfg, tiny_pretrain_cfg
+from ..conftest import TINY_ARCH, tiny_mae_cfg, tiny_pretrain_cfg
 
 
 class ConvPatchEmbed(PatchEmbed):
@@ -107,3 +109,119 @@ def test_forward_loss_compiles_without_graph_breaks():
     compiled = torch.compile(model.forward_loss, fullgraph=True, backend='eager')
     torch.testing.assert_close(compiled(imgs, noise)[0], model.forward_loss(imgs, noise)[0])
 
+
+
+@pytest.mark.parametrize('length', [5, 50, 130])  # explicit (<= 128 tokens) and flash paths
+def test_attention_kernels_match_sdpa_in_fp32(length):
+    """Values and gradients equal ``F.scaled_dot_product_attention``'s, with and without a
+    bias, on both sides of the explicit/flash threshold."""
+    assert CPU_EXPLICIT_ATTENTION_MAX_TOKENS == 128  # the lengths straddle it
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, length, 16, requires_grad=True) for _ in range(3))
+    bias = torch.randn(2, 3, length, length)
+    for attn_bias in (None, bias):
+        out = scaled_dot_product_attention(q, k, v, attn_bias)
+        grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+        expected = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
+        expected_grads = torch.autograd.grad(expected.square().sum(), (q, k, v))
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+        for got, want in zip(grads, expected_grads):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_attention_under_bf16_autocast_is_computed_in_fp32():
+    """Under CPU autocast the result has the inputs' dtype but fp32 accuracy: closer to the
+    fp32 attention of the same (bf16-rounded) inputs than bf16 rounding itself."""
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(2, 4, 50, 16).bfloat16() for _ in range(3))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = scaled_dot_product_attention(q, k, v)
+    reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference, rtol=0, atol=4e-3)
+    assert (out.float() - reference).abs().max() <= (reference.bfloat16().float()
+                                                     - reference).abs().max()
+
+
+def test_compile_option_gives_the_eager_masks_losses_and_gradients():
+    """``model.compile=True``: the first loss() compiles; for the same seed the masks (drawn
+    outside the graph), the loss and every gradient are the eager model's."""
+    eager = MODELS.build(tiny_mae_cfg())
+    compiled = MODELS.build(dict(tiny_mae_cfg(), compile=dict(backend='aot_eager')))
+    compiled.load_state_dict(eager.state_dict())
+    imgs = torch.randn(2, 3, 32, 32)
+    results = []
+    for model in (eager, compiled):
+        torch.manual_seed(3)
+        loss = model.loss(imgs)['loss']
+        loss.backward()
+        results.append((loss, {k: p.grad for k, p in model.named_parameters()
+                               if p.grad is not None}))
+    assert compiled._compiled_training_loss is not None
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+    for key, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][key], grad, rtol=1e-4, atol=1e-6, msg=key)
+    with pytest.raises(TypeError, match='model.compile'):
+        MODELS.build(dict(tiny_mae_cfg(), compile='yes'))
+
+
+@pytest.mark.parametrize('decoder_depth', [0, 1, 2])
+def test_masked_only_decoding_matches_the_full_loss(decoder_depth):
+    """``training_loss`` (last decoder block, norm and prediction on the masked tokens only)
+    gives forward_loss's loss and every gradient in fp32, for the same noise."""
+    cfg = tiny_mae_cfg()
+    cfg['neck']['decoder_depth'] = decoder_depth
+    model = MODELS.build(cfg)
+    imgs, noise = torch.randn(3, 3, 32, 32), torch.rand(3, 16)
+    results = []
+    for fn in (model.training_loss, lambda *a: model.forward_loss(*a)[0]):
+        model.zero_grad()
+        loss = fn(imgs, noise)
+        loss.backward()
+        results.append((loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters()
+                                        if p.grad is not None}))
+    (fast, fast_grads), (full, full_grads) = results
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)
+    assert fast_grads.keys() == full_grads.keys()
+    for key in full_grads:
+        torch.testing.assert_close(fast_grads[key], full_grads[key], rtol=1e-4, atol=1e-6,
+                                   msg=key)
+
+
+def test_block_rows_output_is_the_gathered_full_output():
+    """Independent check of ``Block(x, rows)``: the full block's output at those rows."""
+    from mae_mm.models.layers import Block
+    block = Block(16, 4, 32)
+    x, rows = torch.randn(2, 9, 16), torch.tensor([[0, 4, 8], [7, 1, 2]])
+    expected = torch.stack([block(x)[i, rows[i]] for i in range(2)])
+    torch.testing.assert_close(block(x, rows=rows), expected, rtol=1e-5, atol=1e-6)
+
+
+def _step_flops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        fn().backward()
+    return counter.get_total_flops()
+
+
+def test_flops_saved_by_the_fast_paths_match_the_formulas():
+    """Counted FLOPs of one forward + backward, against the work each fast path skips.
+
+    Visible-only embedding: forward and weight gradient of the patch projection for the
+    L - V masked patches, 2 * 2 * (L - V) * p^2 C * D per image. Masked-only last decoder
+    block: for the V + 1 unread tokens (visible + cls), the projection, the MLP and the
+    prediction (forward, input and weight gradients: 3 matmuls each) and their attention
+    queries (2 matmuls forward, 4 backward), per image."""
+    fast, plain = _fast_and_plain()
+    imgs, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 16)
+    length, visible, dim, patch_dim = 16, 4, TINY_ARCH['embed_dims'], 8 * 8 * 3
+    embed = 2 * 2 * (length - visible) * patch_dim * dim
+    counted = (_step_flops(lambda: plain.forward_loss(imgs, noise)[0])
+               - _step_flops(lambda: fast.forward_loss(imgs, noise)[0])) / 2
+    assert counted == embed
+    d, hidden, skipped, tokens = 32, 128, visible + 1, length + 1
+    linear = 3 * 2 * skipped * (d * d + 2 * d * hidden + d * patch_dim)
+    attention = (2 + 4) * 2 * skipped * tokens * d
+    counted = (_step_flops(lambda: fast.forward_loss(imgs, noise)[0])
+               - _step_flops(lambda: fast.training_loss(imgs, noise))) / 2
+    assert counted == linear + attention

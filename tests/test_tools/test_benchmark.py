@@ -32,12 +32,10 @@ def test_train_step_smoke(benchmark, tmp_path):
         assert len(r['losses']) == 3 and all(0 < v < 10 for v in r['losses'])
         assert 0 < r['fraction_of_peak'] < 1
         flops[impl] = r['gflops_per_image']
-    # Recomputed independently: both models do the same work except the patch embedding,
-    # which mmpretrain runs on all 16 patches (32 px / 8) and mae-mm on the 4 visible ones;
-    # forward and weight-gradient each cost 2 * patches * (8*8*3) * 64 FLOPs per image (the
-    # image itself needs no gradient).
-    saved = 2 * 2 * (16 - 4) * (8 * 8 * 3) * 64 / 1e9
-    assert flops['mmpretrain'] - flops['mae_mm'] == pytest.approx(saved, rel=1e-6)
+    # The work each model does (counted in tests/test_models/test_fast_paths.py against the
+    # formulas): mae-mm embeds only the visible patches and decodes the last block for the
+    # masked tokens only, so it counts fewer FLOPs than mmpretrain (a quarter fewer at this size).
+    assert 0.5 * flops['mmpretrain'] < flops['mae_mm'] < flops['mmpretrain']
     assert result['speedup'] > 0 and result['matmul_peak_gflops'] > 0
 
 
@@ -58,5 +56,5 @@ def test_loss_check_smoke(benchmark):
 
 def test_pipeline_smoke(benchmark, photo_folder):
     result = benchmark.main(['--pipeline', '--smoke', '--data-dir', photo_folder])
-    assert set(result['img_per_s']) == {'mmpretrain', 'mae_mm_config', 'mae_mm_fast'}
+    assert set(result['img_per_s']) == {'mmpretrain', 'mae_mm'}
     assert result['num_images'] == 8 and all(v > 0 for v in result['img_per_cpu_s'].values())

@@ -7,7 +7,9 @@ from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
 
 from mae_mm.registry import MODELS
+from ..heads import PixelReconstructionHead
 from ..layers import patchify, unpatchify
+from ..necks import MAEDecoder
 
 
 def _build(cfg: dict):
@@ -51,14 +53,26 @@ class MaskedAutoencoder(BaseModel):
             on 1 or N processes with the same global batch are identical. None (default): the
             usual per-process random stream (``randomness.diff_rank_seed`` gives each rank its
             own).
+        compile (bool | dict): ``torch.compile`` the training computation (encoder, decoder,
+            loss; not the optimizer step), with these keyword arguments if a dict. It is
+            compiled on the first training step, which then takes longer. The mask noise is
+            drawn outside the compiled graph, so masks and losses are those of the eager model
+            for the same seed. Use this rather than the Runner's ``compile=True``, which in
+            MMEngine 0.10 also traces the optimizer step and fails there.
         init_cfg (dict, optional): MMEngine init config.
     """
 
     def __init__(self, backbone: dict, neck: dict, head: dict,
                  data_preprocessor: Optional[dict] = None, mask_seed: Optional[int] = None,
-                 init_cfg: Optional[dict] = None):
+                 compile: Union[bool, dict] = False, init_cfg: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.mask_seed = mask_seed
+        if not isinstance(compile, (bool, dict)):
+            raise TypeError(f'model.compile={compile!r}: use True, False or a dict of '
+                            'torch.compile arguments (e.g. dict(mode="max-autotune"))')
+        self.compile_kwargs = (dict(compile) if isinstance(compile, dict) else {}) \
+            if compile else None
+        self._compiled_training_loss = None
         self.backbone = _build(backbone)
         if not getattr(self.backbone, 'mask_ratio', 0) > 0:
             raise ValueError('backbone.mask_ratio must be in (0, 1) for MAE pretraining, got '
@@ -117,12 +131,37 @@ class MaskedAutoencoder(BaseModel):
         pred = self.neck(latent, ids_restore, self.patch_grid(imgs))  # (N, L, p*p*C)
         return self.head.loss(pred, imgs, mask), pred, mask
 
+    def training_loss(self, imgs: torch.Tensor,
+                      noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The loss of :meth:`forward_loss` with predictions of the masked patches only (the
+        ones the loss reads); other necks/heads get the full path."""
+        if not (isinstance(self.neck, MAEDecoder) and isinstance(self.head,
+                                                                   PixelReconstructionHead)):
+            return self.forward_loss(imgs, noise)[0]
+        latent, _, ids_restore = self.backbone(imgs, mask=True, noise=noise)
+        num_masked = ids_restore.shape[1] + 1 - latent.shape[1]
+        masked_ids = ids_restore.argsort(dim=1)[:, -num_masked:]  # shuffled order: kept first
+        pred = self.neck(latent, ids_restore, self.patch_grid(imgs), patch_ids=masked_ids)
+        return self.head.loss_on_patches(pred, imgs, masked_ids)
+
     def loss(self, inputs, data_samples: Optional[list] = None) -> Dict[str, torch.Tensor]:
         """The reconstruction loss of one batch, as MMEngine expects it."""
         imgs = self._images(inputs)
-        noise = self._seeded_noise(imgs, data_samples) if self.mask_seed is not None else None
-        loss, _, _ = self.forward_loss(imgs, noise)
-        return dict(loss=loss)
+        if self.mask_seed is not None:
+            noise = self._seeded_noise(imgs, data_samples)
+        elif self.compile_kwargs is not None:  # the eager model's random stream
+            noise = self.backbone.make_noise(imgs.shape[0], self.patch_grid(imgs), imgs.device)
+        else:
+            noise = None
+        return dict(loss=self._training_loss_fn()(imgs, noise))
+
+    def _training_loss_fn(self):
+        """``training_loss``, compiled on first use when ``compile`` is set."""
+        if self.compile_kwargs is None:
+            return self.training_loss
+        if self._compiled_training_loss is None:
+            self._compiled_training_loss = torch.compile(self.training_loss, **self.compile_kwargs)
+        return self._compiled_training_loss
 
     def _seeded_noise(self, imgs: torch.Tensor, data_samples: Optional[list]) -> torch.Tensor:
         """Per-sample noise from ``(mask_seed, iteration, sample_idx)`` (see ``mask_seed``)."""

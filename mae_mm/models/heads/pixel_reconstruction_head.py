@@ -49,3 +49,11 @@ class PixelReconstructionHead(BaseModule):
     def loss(self, pred: torch.Tensor, imgs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The reconstruction loss of ``pred`` (N, L, p*p*C) against ``imgs`` on ``mask``."""
         return self.loss_module(pred, self.construct_target(imgs), mask)
+
+    def loss_on_patches(self, pred: torch.Tensor, imgs: torch.Tensor,
+                        patch_ids: torch.Tensor) -> torch.Tensor:
+        """The same loss from predictions of the masked patches only: ``pred`` (N, M, p*p*C)
+        for the patches ``patch_ids`` (N, M), every one of them scored."""
+        target = self.construct_target(imgs)
+        target = torch.gather(target, 1, patch_ids.unsqueeze(-1).expand(-1, -1, target.shape[-1]))
+        return self.loss_module(pred, target, pred.new_ones(patch_ids.shape))

@@ -59,16 +59,21 @@ class MAEDecoder(BaseModule):
         nn.init.normal_(self.mask_token, std=0.02)
 
     def forward(self, latent: torch.Tensor, ids_restore: torch.Tensor,
-                grid_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        """Predict the pixels of every patch.
+                grid_size: Optional[Tuple[int, int]] = None,
+                patch_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Predict the pixels of every patch (or of the patches ``patch_ids``).
 
         Args:
             latent (Tensor): (N, 1 + len_keep, D) encoder output, cls first.
             ids_restore (Tensor): (N, L) un-shuffling permutation from the encoder.
             grid_size (tuple[int, int], optional): Patch grid of this batch (default: training).
+            patch_ids (Tensor, optional): (N, M) patches to predict, e.g. the masked ones for
+                the loss. The last block then computes only their outputs: the same numbers
+                without the projection and MLP of tokens no one reads.
 
         Returns:
-            Tensor: (N, L, p*p*C) predictions in the :func:`patchify` layout.
+            Tensor: (N, L, p*p*C) predictions in the :func:`patchify` layout, or (N, M, p*p*C)
+            for ``patch_ids``.
         """
         x = self.decoder_embed(latent)  # (N, 1 + len_keep, Dd)
         n, length = ids_restore.shape
@@ -79,6 +84,16 @@ class MAEDecoder(BaseModule):
         x = torch.cat([x[:, :1], patches], dim=1)  # (N, 1 + L, Dd), original order
         x = x + resize_pos_embed(self.decoder_pos_embed, self.grid_size,
                                  grid_size or self.grid_size)
-        for block in self.decoder_blocks:
+        if patch_ids is None:
+            for block in self.decoder_blocks:
+                x = block(x)
+            return self.decoder_pred(self.decoder_norm(x))[:, 1:]
+        rows = patch_ids + 1  # token index: the cls token comes first
+        blocks = list(self.decoder_blocks)
+        for block in blocks[:-1]:
             x = block(x)
-        return self.decoder_pred(self.decoder_norm(x))[:, 1:]
+        if blocks:
+            x = blocks[-1](x, rows=rows)
+        else:
+            x = torch.gather(x, 1, rows.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        return self.decoder_pred(self.decoder_norm(x))
