@@ -58,3 +58,17 @@ def test_pipeline_smoke(benchmark, photo_folder):
     result = benchmark.main(['--pipeline', '--smoke', '--data-dir', photo_folder])
     assert set(result['img_per_s']) == {'mmpretrain', 'mae_mm'}
     assert result['num_images'] == 8 and all(v > 0 for v in result['img_per_cpu_s'].values())
+
+
+def test_performance_table_smoke(tmp_path):
+    """tools/benchmarks/performance_table.py drives benchmark.py and writes the docs' table."""
+    spec = importlib.util.spec_from_file_location(
+        'mae_mm_performance_table', osp.join(REPO_ROOT, 'tools', 'benchmarks',
+                                             'performance_table.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = module.main(['--out', str(tmp_path), '--smoke'])
+    assert set(results) == {'fp32', 'loss_check', 'pipeline_500x375'}
+    table = (tmp_path / 'table.md').read_text()
+    assert table.count('\n| fp32 |') == 1 and 'mmpretrain' in table and 'CPU-second' in table
+    assert all((tmp_path / f'{name}.json').is_file() for name in results)
