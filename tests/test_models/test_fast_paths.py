@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from mmengine.optim import build_optim_wrapper
 
 from mae_mm.models.backbones.masked_vit import PatchEmbed
-from mae_mm.models.layers.transformer import (CPU_EXPLICIT_ATTENTION_MAX_TOKENS,
-                                              scaled_dot_product_attention)
+from mae_mm.models.layers.attention import (CPU_EXPLICIT_ATTENTION_MAX_TOKENS,
+                                            scaled_dot_product_attention)
 from mae_mm.registry import MODELS
 
 from ..conftest import TINY_ARCH, tiny_mae_cfg, tiny_pretrain_cfg
@@ -113,34 +113,48 @@ def test_forward_loss_compiles_without_graph_breaks():
 
 @pytest.mark.parametrize('length', [5, 50, 130])  # explicit (<= 128 tokens) and flash paths
 def test_attention_kernels_match_sdpa_in_fp32(length):
-    """Values and gradients equal ``F.scaled_dot_product_attention``'s, with and without a
-    bias, on both sides of the explicit/flash threshold."""
+    """Values and gradients equal ``F.scaled_dot_product_attention``'s, with a fixed bias, a
+    bias that needs a gradient, and none, on both sides of the explicit/flash threshold."""
     assert CPU_EXPLICIT_ATTENTION_MAX_TOKENS == 128  # the lengths straddle it
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 3, length, 16, requires_grad=True) for _ in range(3))
-    bias = torch.randn(2, 3, length, length)
-    for attn_bias in (None, bias):
+    for attn_bias in (None, torch.randn(2, 3, length, length),
+                      torch.randn(1, 3, length, length, requires_grad=True)):
+        inputs = (q, k, v) if attn_bias is None or not attn_bias.requires_grad \
+            else (q, k, v, attn_bias)
         out = scaled_dot_product_attention(q, k, v, attn_bias)
-        grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+        grads = torch.autograd.grad(out.square().sum(), inputs)
         expected = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
-        expected_grads = torch.autograd.grad(expected.square().sum(), (q, k, v))
+        expected_grads = torch.autograd.grad(expected.square().sum(), inputs)
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
         for got, want in zip(grads, expected_grads):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_attention_under_bf16_autocast_is_computed_in_fp32():
-    """Under CPU autocast the result has the inputs' dtype but fp32 accuracy: closer to the
-    fp32 attention of the same (bf16-rounded) inputs than bf16 rounding itself."""
+@pytest.mark.parametrize('length', [50, 130])
+def test_attention_under_bf16_autocast_is_fp32_and_saves_only_bf16(length):
+    """Under CPU autocast the result has the inputs' dtype but fp32 accuracy (closer to the
+    fp32 attention of the same inputs than bf16 rounding itself), and the tensors kept for
+    the backward pass are bf16: no fp32 copy of q, k, v is held (memory)."""
     torch.manual_seed(1)
-    q, k, v = (torch.randn(2, 4, 50, 16).bfloat16() for _ in range(3))
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = scaled_dot_product_attention(q, k, v)
+    q, k, v = (torch.randn(2, 4, length, 16).bfloat16().requires_grad_() for _ in range(3))
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = scaled_dot_product_attention(q, k, v)
     reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
     assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), reference, rtol=0, atol=4e-3)
     assert (out.float() - reference).abs().max() <= (reference.bfloat16().float()
                                                      - reference).abs().max()
+    big = [t for t in saved if t.numel() >= q.numel()]
+    assert big and all(t.dtype == torch.bfloat16 for t in big), [t.dtype for t in big]
+    out.float().square().sum().backward()
+    assert q.grad.dtype == torch.bfloat16 and torch.isfinite(q.grad.float()).all()
 
 
 def test_compile_option_gives_the_eager_masks_losses_and_gradients():
@@ -211,7 +225,7 @@ def test_flops_saved_by_the_fast_paths_match_the_formulas():
     L - V masked patches, 2 * 2 * (L - V) * p^2 C * D per image. Masked-only last decoder
     block: for the V + 1 unread tokens (visible + cls), the projection, the MLP and the
     prediction (forward, input and weight gradients: 3 matmuls each) and their attention
-    queries (2 matmuls forward, 4 backward), per image."""
+    queries (2 matmuls forward; 5 backward, which recomputes the probabilities), per image."""
     fast, plain = _fast_and_plain()
     imgs, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 16)
     length, visible, dim, patch_dim = 16, 4, TINY_ARCH['embed_dims'], 8 * 8 * 3
@@ -221,7 +235,7 @@ def test_flops_saved_by_the_fast_paths_match_the_formulas():
     assert counted == embed
     d, hidden, skipped, tokens = 32, 128, visible + 1, length + 1
     linear = 3 * 2 * skipped * (d * d + 2 * d * hidden + d * patch_dim)
-    attention = (2 + 4) * 2 * skipped * tokens * d
+    attention = (2 + 5) * 2 * skipped * tokens * d
     counted = (_step_flops(lambda: fast.forward_loss(imgs, noise)[0])
                - _step_flops(lambda: fast.training_loss(imgs, noise))) / 2
     assert counted == linear + attention

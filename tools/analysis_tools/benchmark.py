@@ -233,7 +233,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if args.memory_probe:
         cfg = model_config(args)
         probe = memory_probe(args.memory_probe, cfg, args.batch_size, cfg['backbone']['img_size'],
-                             args.dtype, torch.device(args.device), fused=not args.no_fused)
+                             args.dtype, torch.device(args.device), fused=not args.no_fused,
+                             compile_model=args.compile)
         print(json.dumps(probe))
         return probe
     if args.pipeline:

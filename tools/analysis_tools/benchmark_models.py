@@ -213,7 +213,8 @@ def build_impl(impl: str, model_cfg: dict, device: torch.device, fused: bool,
 
 
 def memory_probe(impl: str, model_cfg: dict, batch_size: int, img_size: int, dtype: str,
-                 device: torch.device, fused: bool, steps: int = 2) -> Dict[str, float]:
+                 device: torch.device, fused: bool, steps: int = 2,
+                 compile_model: bool = False) -> Dict[str, float]:
     """Peak memory of ``steps`` training steps of one implementation, alone in this process.
 
     On CPU the figure is the process's resident high-water mark (tensors live in malloc'ed
@@ -222,8 +223,10 @@ def memory_probe(impl: str, model_cfg: dict, batch_size: int, img_size: int, dty
     """
     torch.manual_seed(0)
     images = make_images(batch_size, img_size, device)
-    model, optimizer = build_impl(impl, model_cfg, device, fused)
+    model, optimizer = build_impl(impl, model_cfg, device, fused, compile_model)
     step = make_train_step(model, optimizer, DTYPES[dtype], device)
+    if compile_model:
+        step(images)  # compiles; the peak of compilation itself is not the step's
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
         for _ in range(steps):

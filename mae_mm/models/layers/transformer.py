@@ -9,7 +9,8 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from .attention import scaled_dot_product_attention
 
 
 class DropPath(nn.Module):
@@ -28,41 +29,6 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f'drop_prob={self.drop_prob}'
-
-
-# Up to this many tokens, explicit attention (two batched matmuls and a softmax) beats the CPU
-# flash-attention kernel, forward + backward (measured with torch 2.14 on AVX-512 CPUs: 2x at
-# 50 tokens, the MAE encoder's length; even at 150; flash wins from ~200 with 32-dim heads).
-CPU_EXPLICIT_ATTENTION_MAX_TOKENS = 128
-
-
-def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                 attn_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``softmax(q k^T / sqrt(d) + bias) v`` with the fastest kernel for the device.
-
-    On CUDA: ``F.scaled_dot_product_attention`` as is. On CPU the attention is computed in fp32
-    even under bf16/fp16 autocast (the CPU flash kernel is slower in bf16 than in fp32, and the
-    logits and softmax keep full precision), by explicit matmuls for short sequences and by the
-    flash kernel for long ones. The result has the inputs' dtype.
-
-    Args:
-        q, k, v (Tensor): (N, heads, L, head_dim).
-        attn_bias (Tensor, optional): Additive bias broadcastable to (N, heads, L, L).
-    """
-    if q.device.type != 'cpu':
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
-    dtype = q.dtype
-    with torch.autocast('cpu', enabled=False):
-        q, k, v = q.float(), k.float(), v.float()
-        if q.shape[-2] <= CPU_EXPLICIT_ATTENTION_MAX_TOKENS:
-            logits = (q * q.shape[-1]**-0.5) @ k.transpose(-2, -1)
-            if attn_bias is not None:
-                logits = logits + attn_bias.float()
-            out = logits.softmax(dim=-1) @ v
-        else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=None if attn_bias is None else attn_bias.float())
-    return out.to(dtype)
 
 
 class Attention(nn.Module):
