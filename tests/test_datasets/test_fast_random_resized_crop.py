@@ -11,6 +11,7 @@ from PIL import Image
 import mmpretrain.datasets  # noqa: F401  (registers mmpretrain's transforms)
 from mae_mm.datasets import skipped_image_count
 from mae_mm.datasets.transforms import FastRandomResizedCrop, crop_decode
+from mae_mm.datasets.transforms.fast_random_resized_crop import jpeg_exif_orientation
 
 from ._image_utils import jpeg_bytes
 
@@ -147,6 +148,8 @@ def test_fallbacks_give_the_same_pixels(photo_folder, tmp_path, monkeypatch):
         expected = reference(dict(img_path=rotated))['img']
         np.random.seed(seed)
         np.testing.assert_array_equal(fast(dict(img_path=rotated))['img'], expected)
+    assert jpeg_exif_orientation(open(rotated, 'rb').read()) == 6
+    assert jpeg_exif_orientation(open(path, 'rb').read()) == 1
     monkeypatch.setattr(crop_decode, '_crop_decode', None)
     monkeypatch.setattr(crop_decode, 'pass_order_rule', lambda: None)
     assert not crop_decode.available()

@@ -16,9 +16,6 @@ try:
 except ImportError:  # built without libjpeg headers
     _crop_decode = None
 
-# Columns decoded beyond the box on each side: libjpeg's fancy chroma upsampling treats the first
-# and last decoded column as an image edge, so the box's own edge columns must be interior.
-_EDGE_COLUMNS = 2
 _BICUBIC_SUPPORT = 2.0
 
 
@@ -98,25 +95,22 @@ def decode_crop_resized(data: bytes, size_hw: Tuple[int, int], box, out_hw: Tupl
                         scale: int = 1) -> np.ndarray:
     """Decode only what the crop ``box`` of a JPEG needs and resize it to ``out_hw`` (BGR).
 
-    ``scale == 1``: the box's pixels (plus edge columns, dropped again), resized as a crop:
-    the output of a full decode, crop and Pillow resize. ``scale > 1``: the box at a reduced DCT
+    ``scale == 1``: the box's pixels, resized as a crop: the output of a full decode, crop
+    and Pillow resize. ``scale > 1``: the box at a reduced DCT
     scale plus the filter's support around it, resized with the scaled box: the output of
     Pillow's ``draft`` + ``resize(box=...)``.
     """
     height, width = size_hw
     left, top, right, bottom = box
     if scale == 1:
-        x0, x1 = max(0, left - _EDGE_COLUMNS), min(width, right + _EDGE_COLUMNS)
-        region = decode_region(data, (x0, top, x1, bottom))
-        crop = region[:, left - x0:right - x0]
-        return resize_bicubic(crop, out_hw)
+        return resize_bicubic(decode_region(data, box), out_hw)
     scaled_w, scaled_h = -(-width // scale), -(-height // scale)
     fx, fy = scaled_w / width, scaled_h / height
     sbox = (left * fx, top * fy, right * fx, bottom * fy)
     margin_x = math.ceil(_BICUBIC_SUPPORT * max((sbox[2] - sbox[0]) / out_hw[1], 1.0)) + 1
     margin_y = math.ceil(_BICUBIC_SUPPORT * max((sbox[3] - sbox[1]) / out_hw[0], 1.0)) + 1
-    x0 = max(0, math.floor(sbox[0]) - margin_x - _EDGE_COLUMNS)
-    x1 = min(scaled_w, math.ceil(sbox[2]) + margin_x + _EDGE_COLUMNS)
+    x0 = max(0, math.floor(sbox[0]) - margin_x)
+    x1 = min(scaled_w, math.ceil(sbox[2]) + margin_x)
     y0 = max(0, math.floor(sbox[1]) - margin_y)
     y1 = min(scaled_h, math.ceil(sbox[3]) + margin_y)
     region = decode_region(data, (x0, y0, x1, y1), scale)

@@ -13,6 +13,23 @@ from . import crop_decode
 from .loading import LoadImageSafe, jpeg_is_truncated
 
 _EXIF_ORIENTATION = 0x0112
+
+
+def jpeg_exif_orientation(data: bytes) -> int:
+    """The EXIF orientation of JPEG bytes (1 = upright, also when there is none), found by
+    walking the marker segments before the first scan (no image data is read)."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan: no EXIF before the image data
+            break
+        if marker == 0xE1 and data[pos + 4:pos + 10] == b'Exif\x00\x00':
+            return Image.open(io.BytesIO(data)).getexif().get(_EXIF_ORIENTATION, 1)
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], 'big')
+    return 1
 _PIL_FILTERS = dict(nearest=Image.NEAREST, bilinear=Image.BILINEAR, bicubic=Image.BICUBIC,
                     area=Image.BOX, lanczos=Image.LANCZOS)
 
@@ -89,12 +106,9 @@ class FastRandomResizedCrop(RandomResizedCrop):
         """An upright JPEG, bicubic output, and the extension built. OpenCV rotates by the EXIF
         orientation: then the header's size is not the decoded image's, and the full-decode
         path is taken."""
-        if not (self.region_decode and self.interpolation == 'bicubic'
-                and crop_decode.available() and data[:2] == b'\xff\xd8'):
-            return False
-        if b'Exif' not in data[:65536]:  # parsing EXIF costs more than finding there is none
-            return True
-        return Image.open(io.BytesIO(data)).getexif().get(_EXIF_ORIENTATION, 1) == 1
+        return (self.region_decode and self.interpolation == 'bicubic'
+                and crop_decode.available() and data[:2] == b'\xff\xd8'
+                and jpeg_exif_orientation(data) == 1)
 
     def _resize(self, crop: np.ndarray) -> np.ndarray:
         if self.interpolation == 'bicubic':
