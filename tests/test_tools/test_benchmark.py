@@ -43,9 +43,24 @@ def test_memory_probe_and_cli_errors(benchmark):
     args = benchmark.parse_args(['--smoke'])
     probe = benchmark.memory_probe('mae_mm', benchmark.model_config(args), 2, 32, 'fp32',
                                    torch.device('cpu'), fused=True)
-    assert probe['peak_mb'] > 0 and probe['step_rise_mb'] >= 0
+    assert probe['peak_mb'] > 0 and probe['step_rise_mb'] >= 0 and probe['saved_mb'] > 0
+    assert probe['tensor_peak_mb'] > probe['saved_mb'] * 0.5
     with pytest.raises(SystemExit, match='fp16'):
         benchmark.parse_args(['--dtype', 'fp16', '--device', 'cpu'])
+
+
+def test_live_tensor_bytes_counts_allocations_and_frees(benchmark):
+    """Independent check of the step-memory counter on known allocations."""
+    import importlib
+    models = importlib.import_module('benchmark_models')
+    with models.LiveTensorBytes() as counter:
+        a = torch.zeros(1000)            # 4000 bytes
+        b = torch.zeros(500)             # + 2000
+        view = a[:10]                    # same storage: nothing
+        del a, view                      # - 4000
+        c = torch.ones(250)              # + 1000
+        assert counter.live == 3000
+    assert counter.peak == 6000 and b.numel() + c.numel() == 750
 
 
 def test_loss_check_smoke(benchmark):

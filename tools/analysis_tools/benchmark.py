@@ -185,12 +185,13 @@ def print_models(result: dict) -> None:
           f"median of {result['steps']} alternating steps after {result['warmup']} warm-up")
     print(f"measured {result['dtype']} matmul peak: {result['matmul_peak_gflops']:.1f} GFLOP/s")
     print(f"{'':12s}{'img/s':>9s}{'img/CPU-s':>10s}{'GFLOP/img':>11s}{'GFLOP/s':>9s}{'of peak':>9s}"
-          f"{'peak MB':>9s}{'step +MB':>9s}")
+          f"{'peak MB':>9s}{'step +MB':>9s}{'tensor MB':>10s}{'saved MB':>9s}")
     for impl, r in result['impls'].items():
         print(f"{impl:12s}{r['img_per_s']:9.3f}{r['img_per_cpu_s']:10.3f}"
               f"{r['gflops_per_image']:11.2f}"
               f"{r['achieved_gflops']:9.1f}{r['fraction_of_peak']:9.1%}"
-              f"{r.get('peak_mb', float('nan')):9.0f}{r.get('step_rise_mb', float('nan')):9.0f}")
+              f"{r.get('peak_mb', float('nan')):9.0f}{r.get('step_rise_mb', float('nan')):9.0f}"
+              f"{r.get('tensor_peak_mb', float('nan')):10.0f}{r.get('saved_mb', float('nan')):9.0f}")
     print(f"mae_mm / mmpretrain throughput: {result['speedup']:.3f}x (per CPU second: "
           f"{result['speedup_cpu_time']:.3f}x)")
 

@@ -9,11 +9,14 @@ built from mmpretrain's registry with the same arch, image size, patch, mask rat
 import copy
 import resource
 import time
+import weakref
 from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
 from mmengine.registry import DefaultScope
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import (FlopCounterMode, sdpa_backward_flop_count,
                                       sdpa_flop_count)
 
@@ -212,6 +215,55 @@ def build_impl(impl: str, model_cfg: dict, device: torch.device, fused: bool,
     return model, build_optimizer(model, impl, device, fused)
 
 
+class LiveTensorBytes(TorchDispatchMode):
+    """Counts the bytes of tensor storages created inside the mode while they are alive, and
+    their peak: a CPU counterpart of CUDA's ``max_memory_allocated`` for one training step
+    (activations, gradients, temporaries; deterministic, unlike the resident size)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self._alive = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if not isinstance(tensor, torch.Tensor) or tensor.device.type != 'cpu':
+                continue
+            storage = tensor.untyped_storage()
+            key, size = storage.data_ptr(), storage.nbytes()
+            if size == 0 or key in self._alive:  # views and in-place results
+                continue
+            self._alive.add(key)
+            self.live += size
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(storage, self._freed, key, size)
+        return out
+
+    def _freed(self, key: int, size: int) -> None:
+        self._alive.discard(key)
+        self.live -= size
+
+
+def saved_activation_mb(model: torch.nn.Module, images: torch.Tensor, dtype: torch.dtype) -> float:
+    """MB of the distinct tensor storages one forward keeps for the backward pass (activations
+    and casted weights): deterministic, unlike the resident size, and the part of a step's
+    memory that the implementations differ in (parameters, gradients and AdamW state are the
+    same)."""
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        with torch.autocast(images.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = model.loss(images, [])['loss']
+    del loss
+    return sum(storages.values()) / 2**20
+
+
 def memory_probe(impl: str, model_cfg: dict, batch_size: int, img_size: int, dtype: str,
                  device: torch.device, fused: bool, steps: int = 2,
                  compile_model: bool = False) -> Dict[str, float]:
@@ -219,7 +271,8 @@ def memory_probe(impl: str, model_cfg: dict, batch_size: int, img_size: int, dty
 
     On CPU the figure is the process's resident high-water mark (tensors live in malloc'ed
     memory, which tracemalloc does not see) and the rise over the resident size just before
-    the first step; on CUDA ``max_memory_allocated``.
+    the first step; on CUDA ``max_memory_allocated``. Both also get ``saved_mb``
+    (:func:`saved_activation_mb`), the deterministic part.
     """
     torch.manual_seed(0)
     images = make_images(batch_size, img_size, device)
@@ -231,9 +284,20 @@ def memory_probe(impl: str, model_cfg: dict, batch_size: int, img_size: int, dty
         torch.cuda.reset_peak_memory_stats(device)
         for _ in range(steps):
             step(images)
-        return dict(peak_mb=torch.cuda.max_memory_allocated(device) / 2**20)
+        return dict(peak_mb=torch.cuda.max_memory_allocated(device) / 2**20,
+                    saved_mb=saved_activation_mb(model, images, DTYPES[dtype]))
     reset_peak_rss()
     before = current_rss_mb()
     for _ in range(steps):
         step(images)
-    return dict(peak_mb=peak_rss_mb(), step_rise_mb=peak_rss_mb() - before)
+    peak, rise = peak_rss_mb(), peak_rss_mb() - before
+    # Counted after the steps, so that their own work does not move the resident figures.
+    return dict(peak_mb=peak, step_rise_mb=rise, tensor_peak_mb=tensor_peak_mb(step, images),
+                saved_mb=saved_activation_mb(model, images, DTYPES[dtype]))
+
+
+def tensor_peak_mb(step: Callable[[torch.Tensor], float], images: torch.Tensor) -> float:
+    """Peak MB of the tensors one training step allocates (see :class:`LiveTensorBytes`)."""
+    with LiveTensorBytes() as counter:
+        step(images)
+    return counter.peak / 2**20

@@ -33,7 +33,8 @@ RUNS: Dict[str, tuple] = {
     'bf16_batch32': ('scaling', ['--dtype', 'bf16', '--batch-size', '32', '--no-memory']),
     'bf16_mask0.5': ('scaling', ['--dtype', 'bf16', '--mask-ratio', '0.5', '--no-memory']),
     'bf16_mask0.9': ('scaling', ['--dtype', 'bf16', '--mask-ratio', '0.9', '--no-memory']),
-    'bf16_vit-l': ('scaling', ['--dtype', 'bf16', '--arch', 'l', '--steps', '3', '--no-memory']),
+    'bf16_vit-l': ('scaling', ['--dtype', 'bf16', '--arch', 'l', '--steps', '4', '--warmup',
+                               '2', '--no-memory']),
     'loss_check': ('safety', ['--loss-check', '50', '--arch', 's', '--batch-size', '8',
                               '--dtype', 'bf16']),
     'pipeline_500x375': ('pipeline', ['--pipeline', '--num-images', '400']),
@@ -57,18 +58,23 @@ def run(name: str, argv: List[str], out_dir: str) -> dict:
 def train_step_rows(results: Dict[str, dict]) -> List[str]:
     rows = ['| run | arch | batch | mask | dtype | mmpretrain img/s | mae-mm img/s | ratio | '
             'mae-mm of peak | mmpretrain of peak | GFLOP/img (mmpretrain / mae-mm) | '
-            'peak MB (mmpretrain / mae-mm) |', '|' + '---|' * 12]
+            'peak RSS MB (mmpretrain / mae-mm) | step tensor peak MB | saved for backward MB |',
+            '|' + '---|' * 14]
     for name, r in results.items():
         if r.get('mode') != 'train_step':
             continue
         a, b = r['impls']['mmpretrain'], r['impls']['mae_mm']
         arch = r['arch'] if isinstance(r['arch'], str) else f"{r['arch']['embed_dims']}d"
         memory = (f"{a['peak_mb']:.0f} / {b['peak_mb']:.0f}" if 'peak_mb' in a else '-')
+        saved = (f"{a['saved_mb']:.0f} / {b['saved_mb']:.0f}" if 'saved_mb' in a else '-')
+        tensors = (f"{a['tensor_peak_mb']:.0f} / {b['tensor_peak_mb']:.0f}"
+                   if 'tensor_peak_mb' in a else '-')
         rows.append(f"| {name} | {arch} | {r['batch_size']} | {r['mask_ratio']} | "
                     f"{r['dtype']}{' compiled' if r['compile'] else ''} | "
                     f"{a['img_per_s']:.3f} | {b['img_per_s']:.3f} | **{r['speedup']:.2f}x** | "
                     f"{b['fraction_of_peak']:.1%} | {a['fraction_of_peak']:.1%} | "
-                    f"{a['gflops_per_image']:.2f} / {b['gflops_per_image']:.2f} | {memory} |")
+                    f"{a['gflops_per_image']:.2f} / {b['gflops_per_image']:.2f} | {memory} | "
+                    f"{tensors} | {saved} |")
     return rows
 
 
@@ -92,8 +98,10 @@ def other_rows(results: Dict[str, dict]) -> List[str]:
 def main(argv=None) -> Dict[str, dict]:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', required=True, help='folder for the JSON of every run')
-    parser.add_argument('--only', choices=sorted({g for g, _ in RUNS.values()}),
-                        help='one group of runs')
+    parser.add_argument('--only', nargs='+', metavar='GROUP_OR_RUN',
+                        choices=sorted({g for g, _ in RUNS.values()} | set(RUNS)),
+                        help='groups (headline, scaling, safety, pipeline) or single runs; '
+                        'the table then also lists the other runs already in --out')
     parser.add_argument('--smoke', action='store_true', help='tiny runs that check the tool')
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -101,8 +109,14 @@ def main(argv=None) -> Dict[str, dict]:
         plan = SMOKE_RUNS
     else:
         plan = {name: argv for name, (group, argv) in RUNS.items()
-                if args.only is None or group == args.only}
-    results = {name: run(name, run_argv, args.out) for name, run_argv in plan.items()}
+                if args.only is None or group in args.only or name in args.only}
+    results = {}
+    for name in (SMOKE_RUNS if args.smoke else RUNS):
+        if name in plan:
+            results[name] = run(name, plan[name], args.out)
+        elif osp.isfile(osp.join(args.out, f'{name}.json')):  # from an earlier invocation
+            with open(osp.join(args.out, f'{name}.json')) as f:
+                results[name] = json.load(f)
     lines = train_step_rows(results) + [''] + other_rows(results)
     text = '\n'.join(lines) + '\n'
     with open(osp.join(args.out, 'table.md'), 'w') as f:
