@@ -15,5 +15,10 @@ def labelled_photos(tmp_path_factory):
 @pytest.fixture(scope='session')
 def tiny_checkpoints(tmp_path_factory):
     """One tiny MAE (32 px, patch 8) saved as mae-mm, official and timm files: {format: path}."""
+    from mmengine.registry import init_default_scope
+
     from ._tiny_cfg import write_tiny_checkpoints
+    # Session fixtures run before the per-test scope reset: an mmdet/mmseg Runner of an
+    # earlier test may have left its default scope current.
+    init_default_scope('mae_mm')
     return write_tiny_checkpoints(tmp_path_factory.mktemp('tiny_checkpoints'))

@@ -176,7 +176,9 @@ class MaskedViT(BaseModule):
         rates = torch.linspace(0, drop_path_rate, self.num_layers).tolist()
         self.blocks = nn.ModuleList([
             Block(self.embed_dims, settings['num_heads'], settings['feedforward_channels'],
-                  drop_path=rate, qkv_bias=qkv_bias, norm_eps=norm_eps) for rate in rates
+                  drop_path=rate, qkv_bias=qkv_bias, norm_eps=norm_eps,
+                  attn=self.block_attention(i, settings['num_heads'], qkv_bias))
+            for i, rate in enumerate(rates)
         ])
         self.norm = nn.LayerNorm(self.embed_dims, eps=norm_eps)
         if not final_norm:
@@ -189,6 +191,13 @@ class MaskedViT(BaseModule):
         self._freeze_stages()
 
     # -- initialisation ------------------------------------------------------------------------
+    def block_attention(self, index: int, num_heads: int,
+                        qkv_bias: bool) -> Optional[nn.Module]:
+        """The attention module of block ``index``; None: the plain global attention.
+        Subclasses (e.g. :class:`ViTDetBackbone`) override it to build other blocks directly
+        (called while the blocks are built, after ``grid_size`` is set)."""
+        return None
+
     def _init_mae_weights(self) -> None:
         """The official initialisation, done at construction so that a later ``init_weights``
         with a ``Pretrained`` init_cfg loads on top of it instead of being overwritten."""

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from mae_mm.registry import MODELS
-from ..layers import Block
 from ..layers.window_attention import WindowRelPosAttention
 from .masked_vit import MaskedViT, resolve_arch
 
@@ -99,38 +98,32 @@ class ViTDetBackbone(MaskedViT):
         if len(global_blocks) != len(set(global_attn_indexes)):
             raise ValueError(f'global_attn_indexes={tuple(global_attn_indexes)} must be distinct '
                              f'block indices in [0, {num_layers - 1}]')
+        # Read by block_attention() while MaskedViT builds the blocks.
+        self.window_size = window_size
+        self.global_attn_indexes = tuple(sorted(global_blocks)) if window_size else tuple(
+            range(num_layers))
+        self.use_rel_pos = use_rel_pos
         super().__init__(
             arch=settings, img_size=img_size, patch_size=patch_size, in_channels=in_channels,
             mask_ratio=0.0, drop_path_rate=drop_path_rate, qkv_bias=qkv_bias,
             norm_eps=norm_eps, final_norm=final_norm, out_type='featmap',
             out_indices=out_indices, frozen_stages=frozen_stages,
             pos_embed_trainable=pos_embed_trainable, init_cfg=init_cfg)
-        self.window_size = window_size
-        self.global_attn_indexes = tuple(sorted(global_blocks)) if window_size else tuple(
-            range(num_layers))
-        self.use_rel_pos = use_rel_pos
         self.pad_to_img_size = pad_to_img_size
         self.with_cp = with_cp
-
-        # MaskedViT built plain blocks; rebuild them with grid attention (same parameter names).
-        dims, heads = self.embed_dims, settings['num_heads']
-        rates = torch.linspace(0, drop_path_rate, num_layers).tolist()
-        self.blocks = nn.ModuleList([
-            Block(dims, heads, settings['feedforward_channels'], drop_path=rate,
-                  qkv_bias=qkv_bias, norm_eps=norm_eps,
-                  attn=WindowRelPosAttention(
-                      dims, heads, qkv_bias=qkv_bias,
-                      window_size=0 if i in self.global_attn_indexes else window_size,
-                      use_rel_pos=use_rel_pos, rel_pos_grid=self.grid_size))
-            for i, rate in enumerate(rates)
-        ])
-        self._init_mae_weights()  # the relative tables stay zero: only Linear/LN are touched
         # Unused here, kept for lossless checkpoints; frozen so that DDP and the optimizer skip
         # them.
         self.cls_token.requires_grad_(False)
         if not final_norm:
             self.norm.requires_grad_(False)
         self._freeze_stages()
+
+    def block_attention(self, index: int, num_heads: int, qkv_bias: bool) -> nn.Module:
+        """Windowed attention (global in ``global_attn_indexes``) with relative positions."""
+        return WindowRelPosAttention(
+            self.embed_dims, num_heads, qkv_bias=qkv_bias,
+            window_size=0 if index in self.global_attn_indexes else self.window_size,
+            use_rel_pos=self.use_rel_pos, rel_pos_grid=self.grid_size)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Feature maps of the blocks in ``out_indices``.
