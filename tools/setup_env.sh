@@ -115,7 +115,7 @@ install_mmcv() {
 install_mmcv
 step "install mmcv's runtime requirements" "${PIP[@]}" install addict packaging pyyaml yapf opencv-python
 step "install test requirements" "${PIP[@]}" install -r "$ROOT/requirements/tests.txt" -r "$ROOT/requirements/optional.txt"
-# -- Debian packages: real images for tests and studies, libjpeg headers for the extension ----
+# -- 4. Debian packages (real images for tests, libjpeg headers for the extension), mae-mm --
 install_debian_data() {
   local missing=()
   for pkg in $(grep -v '^#' "$ROOT/requirements/debian.txt"); do

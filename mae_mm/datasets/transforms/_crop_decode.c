@@ -252,6 +252,16 @@ static void horizontal_rows_scalar(const uint8_t *image, uint8_t *out_image, int
 #include <immintrin.h>
 #define HAVE_AVX2_KERNEL 1
 
+/* Two taps' weights for a 16-bit multiply-add: k = hi * 4096 + lo with 16-bit hi and lo, so
+ * that (sum p*hi) * 4096 + sum p*lo equals Pillow's 32-bit sum exactly. Each packs (k0, k1). */
+static inline int32_t weight_pair_hi(int32_t k0, int32_t k1) {
+    return (int32_t)(((uint32_t)(uint16_t)(k1 >> 12) << 16) | (uint16_t)(k0 >> 12));
+}
+
+static inline int32_t weight_pair_lo(int32_t k0, int32_t k1) {
+    return (int32_t)(((uint32_t)(k1 & 0xFFF) << 16) | (uint32_t)(k0 & 0xFFF));
+}
+
 /* Two rows at a time, two taps per 16-bit multiply-add. A weight k (22-bit fixed point) is split
  * as k = hi * 4096 + lo with 16-bit hi and lo, so (sum p*hi) * 4096 + sum p*lo is Pillow's
  * 32-bit sum exactly. ``pairs_hi``/``pairs_lo`` hold (k[2j], k[2j+1]) halves packed per output
@@ -355,10 +365,8 @@ static void resample_horizontal(const uint8_t *image, size_t readable, uint8_t *
                 for (int j = 0; j < npairs; j++) {
                     const int32_t k0 = kk[xx * ksize + 2 * j];
                     const int32_t k1 = 2 * j + 1 < ksize ? kk[xx * ksize + 2 * j + 1] : 0;
-                    pairs_hi[xx * npairs + j] = (int32_t)(((uint32_t)(uint16_t)(k1 >> 12) << 16) |
-                                                          (uint16_t)(k0 >> 12));
-                    pairs_lo[xx * npairs + j] = (int32_t)(((uint32_t)(k1 & 0xFFF) << 16) |
-                                                          (uint32_t)(k0 & 0xFFF));
+                    pairs_hi[xx * npairs + j] = weight_pair_hi(k0, k1);
+                    pairs_lo[xx * npairs + j] = weight_pair_lo(k0, k1);
                 }
             }
             if (__builtin_cpu_supports("avx512bw"))
@@ -378,11 +386,11 @@ static void resample_horizontal(const uint8_t *image, size_t readable, uint8_t *
 }
 
 /* The vertical pass over whole rows: contiguous, so the inner loop vectorises. */
-MULTIVERSIONED static void resample_vertical_plain(const uint8_t *in, uint8_t *out, int y_begin,
-                                                   int y_end, int row_len, int ksize,
+MULTIVERSIONED static void resample_vertical_plain(const uint8_t *in, uint8_t *out,
+                                                   int out_height, int row_len, int ksize,
                                                    const int *bounds, const int32_t *kk,
                                                    int32_t *acc) {
-    for (int yy = y_begin; yy < y_end; yy++) {
+    for (int yy = 0; yy < out_height; yy++) {
         const int ymin = bounds[yy * 2], taps = bounds[yy * 2 + 1];
         const int32_t *k = &kk[yy * ksize];
         for (int i = 0; i < row_len; i++) acc[i] = 1 << (PRECISION_BITS - 1);
@@ -419,10 +427,8 @@ static int vertical_columns_avx2(const uint8_t *in, uint8_t *out, int out_height
                     : _mm_setzero_si128();
                 const __m256i pairs_a = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(r0, r1));
                 const __m256i pairs_b = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(r0, r1));
-                const __m256i wh = _mm256_set1_epi32((int32_t)(((uint32_t)(uint16_t)(k1 >> 12)
-                                                                << 16) | (uint16_t)(k0 >> 12)));
-                const __m256i wl = _mm256_set1_epi32((int32_t)(((uint32_t)(k1 & 0xFFF) << 16) |
-                                                               (uint32_t)(k0 & 0xFFF)));
+                const __m256i wh = _mm256_set1_epi32(weight_pair_hi(k0, k1));
+                const __m256i wl = _mm256_set1_epi32(weight_pair_lo(k0, k1));
                 hi0 = _mm256_add_epi32(hi0, _mm256_madd_epi16(pairs_a, wh));
                 lo0 = _mm256_add_epi32(lo0, _mm256_madd_epi16(pairs_a, wl));
                 hi1 = _mm256_add_epi32(hi1, _mm256_madd_epi16(pairs_b, wh));
@@ -462,7 +468,7 @@ static void resample_vertical(const uint8_t *in, uint8_t *out, int out_height, i
         return;
     }
 #endif
-    resample_vertical_plain(in, out, 0, out_height, row_len, ksize, bounds, kk, acc);
+    resample_vertical_plain(in, out, out_height, row_len, ksize, bounds, kk, acc);
 }
 
 static PyObject *resize_bicubic(PyObject *self, PyObject *args) {

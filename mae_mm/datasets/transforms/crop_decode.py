@@ -40,7 +40,7 @@ def _pillow_vertical_first(width: int, height: int, out_width: int, out_height: 
 def pass_order_rule() -> Optional[str]:
     """How the installed Pillow orders its two passes: 'pillow13' (the rule above),
     'horizontal' (always horizontal first, Pillow < 13), or None when neither reproduces it (then
-    Pillow itself is used). Decided once per process from two probe resizes."""
+    Pillow itself is used). Decided once per process from three probe resizes."""
     if _crop_decode is None:
         return None
     rng = np.random.default_rng(0)

@@ -13,6 +13,8 @@ from . import crop_decode
 from .loading import LoadImageSafe, jpeg_is_truncated
 
 _EXIF_ORIENTATION = 0x0112
+_PIL_FILTERS = dict(nearest=Image.NEAREST, bilinear=Image.BILINEAR, bicubic=Image.BICUBIC,
+                    area=Image.BOX, lanczos=Image.LANCZOS)
 
 
 def jpeg_exif_orientation(data: bytes) -> int:
@@ -30,8 +32,6 @@ def jpeg_exif_orientation(data: bytes) -> int:
             return Image.open(io.BytesIO(data)).getexif().get(_EXIF_ORIENTATION, 1)
         pos += 2 + int.from_bytes(data[pos + 2:pos + 4], 'big')
     return 1
-_PIL_FILTERS = dict(nearest=Image.NEAREST, bilinear=Image.BILINEAR, bicubic=Image.BICUBIC,
-                    area=Image.BOX, lanczos=Image.LANCZOS)
 
 
 @TRANSFORMS.register_module()

@@ -70,8 +70,9 @@ class MaskedAutoencoder(BaseModel):
         if not isinstance(compile, (bool, dict)):
             raise TypeError(f'model.compile={compile!r}: use True, False or a dict of '
                             'torch.compile arguments (e.g. dict(mode="max-autotune"))')
-        self.compile_kwargs = (dict(compile) if isinstance(compile, dict) else {}) \
-            if compile else None
+        # None: eager; otherwise the torch.compile keyword arguments ({} for compile=True).
+        self.compile_kwargs = (None if compile is False
+                               else {} if compile is True else dict(compile))
         self._compiled_training_loss = None
         self.backbone = _build(backbone)
         if not getattr(self.backbone, 'mask_ratio', 0) > 0:

@@ -6,6 +6,7 @@ from mmengine.model import BaseModule
 
 from mae_mm.registry import MODELS
 from ..layers import patchify
+from ..layers.masking import gather_tokens
 
 
 @MODELS.register_module()
@@ -54,6 +55,5 @@ class PixelReconstructionHead(BaseModule):
                         patch_ids: torch.Tensor) -> torch.Tensor:
         """The same loss from predictions of the masked patches only: ``pred`` (N, M, p*p*C)
         for the patches ``patch_ids`` (N, M), every one of them scored."""
-        target = self.construct_target(imgs)
-        target = torch.gather(target, 1, patch_ids.unsqueeze(-1).expand(-1, -1, target.shape[-1]))
+        target = gather_tokens(self.construct_target(imgs), patch_ids)
         return self.loss_module(pred, target, pred.new_ones(patch_ids.shape))

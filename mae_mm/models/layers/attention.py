@@ -31,6 +31,19 @@ def _sample_chunks(q: torch.Tensor):
     return [slice(i, i + step) for i in range(0, q.shape[0], step)]
 
 
+def _explicit(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Whether explicit matmuls (rather than the flash kernel) compute this attention."""
+    return max(q.shape[-2], k.shape[-2]) <= CPU_EXPLICIT_ATTENTION_MAX_TOKENS
+
+
+def _fp32(rows: slice, *tensors: Optional[torch.Tensor]):
+    """fp32 copies of the batch ``rows`` of each (N, ...) tensor; None stays None, and a bias
+    that is broadcast over the batch (fewer than 4 dims, or one sample) is taken whole."""
+    return tuple(None if t is None
+                 else (t[rows] if t.dim() == 4 and t.shape[0] > 1 else t).float()
+                 for t in tensors)
+
+
 def _probabilities(q: torch.Tensor, k: torch.Tensor,
                    attn_bias: Optional[torch.Tensor]) -> torch.Tensor:
     logits = (q * q.shape[-1]**-0.5) @ k.transpose(-2, -1)
@@ -44,14 +57,11 @@ class _CpuAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, attn_bias):
-        explicit = max(q.shape[-2], k.shape[-2]) <= CPU_EXPLICIT_ATTENTION_MAX_TOKENS
+        explicit = _explicit(q, k)
         outs, lses = [], []
         with torch.autocast('cpu', enabled=False):
             for rows in _sample_chunks(q):
-                q32, k32, v32 = q[rows].float(), k[rows].float(), v[rows].float()
-                bias = attn_bias if attn_bias is None or attn_bias.shape[0] == 1 \
-                    else attn_bias[rows]
-                bias32 = None if bias is None else bias.float()
+                q32, k32, v32, bias32 = _fp32(rows, q, k, v, attn_bias)
                 if explicit:
                     outs.append((_probabilities(q32, k32, bias32) @ v32).to(q.dtype))
                 else:
@@ -69,11 +79,7 @@ class _CpuAttention(torch.autograd.Function):
         grads = []
         with torch.autocast('cpu', enabled=False):
             for rows in _sample_chunks(q):
-                q32, k32, v32 = q[rows].float(), k[rows].float(), v[rows].float()
-                g32 = grad_out[rows].float()
-                bias = attn_bias if attn_bias is None or attn_bias.shape[0] == 1 \
-                    else attn_bias[rows]
-                bias32 = None if bias is None else bias.float()
+                q32, k32, v32, g32, bias32 = _fp32(rows, q, k, v, grad_out, attn_bias)
                 if logsumexp is None:  # explicit: recompute the probabilities
                     probs = _probabilities(q32, k32, bias32)
                     grad_v = probs.transpose(-2, -1) @ g32
@@ -112,9 +118,8 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     # around them and recomputes them in the backward instead of keeping fp32 copies.
     if (attn_bias is not None and attn_bias.requires_grad) or torch.compiler.is_compiling():
         with torch.autocast('cpu', enabled=False):
-            q32, k32, v32 = q.float(), k.float(), v.float()
-            bias32 = None if attn_bias is None else attn_bias.float()
-            if max(q.shape[-2], k.shape[-2]) <= CPU_EXPLICIT_ATTENTION_MAX_TOKENS:
+            q32, k32, v32, bias32 = _fp32(slice(None), q, k, v, attn_bias)
+            if _explicit(q, k):
                 out = _probabilities(q32, k32, bias32) @ v32
             else:
                 out = F.scaled_dot_product_attention(q32, k32, v32, attn_mask=bias32)

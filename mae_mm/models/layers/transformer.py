@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from .attention import scaled_dot_product_attention
+from .masking import gather_tokens
 
 
 class DropPath(nn.Module):
@@ -105,8 +106,7 @@ class Block(nn.Module):
         if rows is None:
             x = x + self.drop_path(self.attn(self.norm1(x)))
         else:
-            picked = torch.gather(x, 1, rows.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-            x = picked + self.drop_path(self.attn(self.norm1(x), rows=rows))
+            x = gather_tokens(x, rows) + self.drop_path(self.attn(self.norm1(x), rows=rows))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 

@@ -7,6 +7,7 @@ from mmengine.model import BaseModule
 
 from mae_mm.registry import MODELS
 from ..layers import Block, init_mae_weights, resize_pos_embed, sincos_2d_position_embedding
+from ..layers.masking import gather_tokens
 
 
 @MODELS.register_module()
@@ -79,8 +80,7 @@ class MAEDecoder(BaseModule):
         n, length = ids_restore.shape
         num_masked = length + 1 - x.shape[1]
         patches = torch.cat([x[:, 1:], self.mask_token.expand(n, num_masked, -1)], dim=1)
-        patches = torch.gather(patches, 1,
-                               ids_restore.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        patches = gather_tokens(patches, ids_restore)
         x = torch.cat([x[:, :1], patches], dim=1)  # (N, 1 + L, Dd), original order
         x = x + resize_pos_embed(self.decoder_pos_embed, self.grid_size,
                                  grid_size or self.grid_size)
@@ -95,5 +95,5 @@ class MAEDecoder(BaseModule):
         if blocks:
             x = blocks[-1](x, rows=rows)
         else:
-            x = torch.gather(x, 1, rows.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+            x = gather_tokens(x, rows)
         return self.decoder_pred(self.decoder_norm(x))
