@@ -41,6 +41,8 @@ from typing import Any, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 
+from ..pos_embed import sincos_2d_position_embedding
+
 FORMATS = ('mae_mm', 'official', 'timm', 'mmpretrain')
 TARGET_FORMATS = ('mae_mm', 'official')
 
@@ -236,7 +238,6 @@ def sincos_orientation(table: torch.Tensor, num_extra_tokens: int = 1) -> Option
         ``'learned'`` (neither, e.g. after fine-tuning a trainable table) or None when the grid
         is not square (cannot tell).
     """
-    from mae_mm.models.layers.pos_embed import sincos_2d_position_embedding  # no import cycle
     if table.dim() != 3 or table.shape[0] != 1:
         return None
     num = table.shape[1] - num_extra_tokens
