@@ -1,4 +1,5 @@
-# Paper ablation (He et al. 2021, Table 1b: decoder width), on the ablation setting: ViT-L/16, 800 epochs.
-_base_ = ['../mae/mae_vit-large-p16_8xb512-amp-coslr-800e_in1k.py']
+# Paper ablation (He et al. 2021, Table 1b: decoder width), on the ablation default (mae_vit-l_800e_ablation-default.py:
+# ViT-L/16, 800 epochs, decoder 8x512, random-size crop, random 75% masking, unnormalised pixels).
+_base_ = ['./mae_vit-l_800e_ablation-default.py']
 
 model = dict(neck=dict(decoder_embed_dim=256))
