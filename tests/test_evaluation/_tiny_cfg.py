@@ -8,6 +8,7 @@ from mmengine.config import Config
 
 from mae_mm.registry import MODELS
 from ..conftest import REPO_ROOT, TINY_ARCH, tiny_mae_cfg
+from ..test_utils._foreign_layouts import official_checkpoint, timm_state_dict
 
 TINY_DIMS = TINY_ARCH['embed_dims']
 TINY_LAYERS = TINY_ARCH['num_layers']
@@ -28,18 +29,17 @@ def write_tiny_checkpoints(folder) -> Dict[str, str]:
 
     ``mae_mm``: the MMEngine checkpoint of pretraining (``state_dict`` with ``backbone.`` and
     ``neck.`` keys); ``official``: ``{'model': encoder + decoder keys}`` as facebookresearch/mae
-    saves; ``timm``: the bare encoder state dict.
+    saves (``mae_visualize_vit_*.pth``); ``timm``: the bare encoder state dict of timm's
+    ``vit_*_224.mae``. The official and timm files are built from those projects' key names,
+    written by hand (``tests/test_utils/_foreign_layouts.py``), not from mae-mm's keys.
     """
     torch.manual_seed(1)
     model = MODELS.build(tiny_mae_cfg(img_size=32, patch_size=8))
     state = model.state_dict()
-    encoder = {k[len('backbone.'):]: v.clone() for k, v in state.items()
-               if k.startswith('backbone.')}
-    decoder = {k[len('neck.'):]: v.clone() for k, v in state.items() if k.startswith('neck.')}
     paths = {name: osp.join(str(folder), f'{name}.pth') for name in ('mae_mm', 'official', 'timm')}
     torch.save({'meta': {'epoch': 1}, 'state_dict': state}, paths['mae_mm'])
-    torch.save({'model': {**encoder, **decoder}}, paths['official'])
-    torch.save(encoder, paths['timm'])
+    torch.save(official_checkpoint(state), paths['official'])
+    torch.save(timm_state_dict(state), paths['timm'])
     return paths
 
 

@@ -5,23 +5,20 @@ from mmengine.runner import load_checkpoint
 from mae_mm.registry import MODELS
 
 from ..conftest import tiny_mae_cfg
-
-
-def _official(model):
-    """The official layout, written by hand: {'model': encoder keys + decoder keys}."""
-    sd = {}
-    for key, value in model.state_dict().items():
-        top, rest = key.split('.', 1)
-        if top in ('backbone', 'neck'):
-            sd[rest] = value.clone()
-    return {'model': sd}
+from ..test_utils._foreign_layouts import (official_checkpoint, official_decoder_names,
+                                           official_encoder_names, timm_names, timm_state_dict)
 
 
 def test_load_from_official_full_checkpoint(tmp_path):
     src = MODELS.build(tiny_mae_cfg())
     path = tmp_path / 'mae_visualize.pth'
-    torch.save(_official(src), path)
+    official = official_checkpoint(src)  # {'model': models_mae.py's keys}, written by hand
+    assert list(official['model']) == official_encoder_names() + official_decoder_names()
+    torch.save(official, path)
+    torch.manual_seed(1)
     dst = MODELS.build(tiny_mae_cfg())
+    assert not torch.equal(dst.state_dict()['neck.decoder_pred.weight'],
+                           src.state_dict()['neck.decoder_pred.weight'])
     load_checkpoint(dst, str(path), strict=True)
     for key, value in src.state_dict().items():
         assert torch.equal(dst.state_dict()[key], value), key
@@ -29,10 +26,12 @@ def test_load_from_official_full_checkpoint(tmp_path):
 
 def test_backbone_pretrained_from_official_encoder_and_timm(tmp_path):
     src = MODELS.build(tiny_mae_cfg())
-    encoder = {k[len('backbone.'):]: v for k, v in src.state_dict().items()
-               if k.startswith('backbone.')}
-    torch.save({'model': encoder}, tmp_path / 'mae_pretrain.pth')
-    torch.save(encoder, tmp_path / 'timm.pth')
+    # mae_pretrain_vit_*.pth: {'model': encoder keys of models_mae.py}
+    torch.save(official_checkpoint(src, encoder_only=True), tmp_path / 'mae_pretrain.pth')
+    # timm.create_model('vit_*_224.mae').state_dict(): the bare encoder, token pool, no head
+    timm = timm_state_dict(src)
+    assert list(timm) == timm_names()
+    torch.save(timm, tmp_path / 'timm.pth')
     torch.save({'state_dict': src.state_dict()}, tmp_path / 'mae_mm.pth')
     x = torch.randn(2, 3, 32, 32)
     expected = src.backbone(x, mask=False)[0]

@@ -1,7 +1,8 @@
 """Checkpoint formats: detection, key maps, loading into models, the key-mismatch report.
 
-Expected key names are written out by hand here (from the official facebookresearch/mae and
-mmpretrain module definitions), never produced by the functions under test.
+Expected key names are written out by hand (here for mmpretrain, in ``_foreign_layouts`` for
+facebookresearch/mae and timm, from those projects' module definitions), never produced by the
+functions under test.
 """
 import copy
 import os
@@ -19,13 +20,12 @@ from mae_mm.utils.checkpoint import (ConversionResult, convert_state_dict, detec
                                      split_key_mismatch)
 from mae_mm.utils.compat import CheckpointLoadError
 from ..conftest import TINY_ARCH, tiny_mae_cfg
+from ._foreign_layouts import (OFFICIAL_BLOCK, mae_mm_name, official_decoder_names,
+                               official_encoder_names, official_state_dict,
+                               timm_names, timm_state_dict)
 
 NUM_LAYERS, DECODER_DEPTH = TINY_ARCH['num_layers'], 1
 
-# One Transformer block of the official code (timm ``Block``).
-OFFICIAL_BLOCK = ['norm1.weight', 'norm1.bias', 'attn.qkv.weight', 'attn.qkv.bias',
-                  'attn.proj.weight', 'attn.proj.bias', 'norm2.weight', 'norm2.bias',
-                  'mlp.fc1.weight', 'mlp.fc1.bias', 'mlp.fc2.weight', 'mlp.fc2.bias']
 # The same block in mmpretrain (``TransformerEncoderLayer``), position by position.
 MMPRETRAIN_BLOCK = ['ln1.weight', 'ln1.bias', 'attn.qkv.weight', 'attn.qkv.bias',
                     'attn.proj.weight', 'attn.proj.bias', 'ln2.weight', 'ln2.bias',
@@ -33,36 +33,9 @@ MMPRETRAIN_BLOCK = ['ln1.weight', 'ln1.bias', 'attn.qkv.weight', 'attn.qkv.bias'
                     'ffn.layers.1.bias']
 
 
-def official_encoder_names(num_layers=NUM_LAYERS):
-    return (['cls_token', 'pos_embed', 'patch_embed.proj.weight', 'patch_embed.proj.bias']
-            + [f'blocks.{i}.{p}' for i in range(num_layers) for p in OFFICIAL_BLOCK]
-            + ['norm.weight', 'norm.bias'])
-
-
-def official_decoder_names(depth=DECODER_DEPTH):
-    return (['decoder_embed.weight', 'decoder_embed.bias', 'mask_token', 'decoder_pos_embed']
-            + [f'decoder_blocks.{i}.{p}' for i in range(depth) for p in OFFICIAL_BLOCK]
-            + ['decoder_norm.weight', 'decoder_norm.bias', 'decoder_pred.weight',
-               'decoder_pred.bias'])
-
-
-def mae_mm_name(official: str) -> str:
-    """Where the official key lives in a MaskedAutoencoder, written out per key family."""
-    if official.startswith(('decoder_', 'mask_token')):
-        return 'neck.' + official
-    return 'backbone.' + official
-
-
 def build_mae(seed: int, **backbone):
     torch.manual_seed(seed)
     return MODELS.build(tiny_mae_cfg(**backbone)).eval()
-
-
-def official_state_dict(model, encoder_only=False):
-    """An official-format state dict with the weights of ``model``, built by hand."""
-    state = model.state_dict()
-    names = official_encoder_names() + ([] if encoder_only else official_decoder_names())
-    return {name: state[mae_mm_name(name)].clone() for name in names}
 
 
 def random_like(state):
@@ -170,9 +143,10 @@ def test_detect_format_of_each_format():
     assert detect_format({'model': full}) == 'official'  # mae_visualize_vit_*.pth
     assert detect_format({'model': encoder}) == 'official'  # mae_pretrain_vit_*.pth
     assert detect_format(full) == 'official'  # decoder keys are MAE's own
-    assert detect_format(encoder) == 'timm'
-    assert detect_format({'state_dict': encoder, 'epoch': 1}) == 'timm'
-    assert detect_format({'module.' + k: v for k, v in encoder.items()}) == 'timm'
+    timm = timm_state_dict(model)  # timm.create_model('vit_*_224.mae').state_dict()
+    assert detect_format(timm) == 'timm'
+    assert detect_format({'state_dict': timm, 'epoch': 1}) == 'timm'
+    assert detect_format({'module.' + k: v for k, v in timm.items()}) == 'timm'
     mmpretrain = {'backbone.patch_embed.projection.weight': torch.zeros(1),
                   'backbone.layers.0.ln1.weight': torch.zeros(1),
                   'neck.ln1.weight': torch.zeros(1)}
@@ -204,6 +178,29 @@ def test_official_fine_tuned_checkpoint_drops_the_classifier():
     assert mismatch.missing == ['norm.weight', 'norm.bias'] and not mismatch.unexpected
 
 
+def test_timm_fine_tuned_layout_drops_the_classifier():
+    """timm's ``VisionTransformer(global_pool='avg', num_classes=10)``: ``fc_norm`` replaces
+    ``norm``, and ``head`` is the classifier."""
+    model = build_mae(0)
+    names = timm_names(global_pool='avg', num_classes=10)
+    assert 'norm.weight' not in names and names[-4:] == [
+        'fc_norm.weight', 'fc_norm.bias', 'head.weight', 'head.bias']
+    own = {'fc_norm.weight': torch.full((64, ), 2.0), 'fc_norm.bias': torch.full((64, ), 0.5),
+           'head.weight': torch.ones(10, 64), 'head.bias': torch.ones(10)}
+    state = model.state_dict()
+    timm_ft = {n: own[n] if n in own else state[mae_mm_name(n)].clone() for n in names}
+    result = convert_state_dict(timm_ft, 'mae_mm')
+    assert {k for k, _ in result.dropped} == {'head.weight', 'head.bias'}
+    backbone = load_backbone_state_dict(timm_ft)
+    assert torch.equal(backbone['fc_norm.weight'], own['fc_norm.weight'])
+    assert torch.equal(backbone['blocks.1.mlp.fc2.weight'],
+                       state['backbone.blocks.1.mlp.fc2.weight'])
+    avg = MODELS.build(dict(type='MaskedViT', arch=TINY_ARCH, img_size=32, patch_size=8,
+                            out_type='avg_featmap', final_norm=False))
+    mismatch = split_key_mismatch(avg.state_dict(), backbone)
+    assert mismatch.missing == ['norm.weight', 'norm.bias'] and not mismatch.unexpected
+
+
 def test_load_backbone_state_dict_from_every_format(tmp_path):
     model = build_mae(0)
     expected = model.backbone.state_dict()
@@ -211,7 +208,7 @@ def test_load_backbone_state_dict_from_every_format(tmp_path):
         'mae_mm': {'meta': {}, 'state_dict': model.state_dict()},
         'official': {'model': official_state_dict(model)},
         'official_encoder': {'model': official_state_dict(model, encoder_only=True)},
-        'timm': official_state_dict(model, encoder_only=True),
+        'timm': timm_state_dict(model),
     }
     for name, obj in files.items():
         path = tmp_path / f'{name}.pth'
@@ -404,7 +401,6 @@ def test_mmpretrain_unknown_keys_are_kept_and_reported():
 
 @pytest.fixture
 def mmpretrain_mae():
-    pytest.importorskip('mmcv')
     from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
     from mmpretrain.utils import register_all_modules
     register_all_modules(init_default_scope=False)
