@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from mae_mm.models.layers import (check_mask_config, keep_lowest_noise, num_visible, patchify,
+from mae_mm.models.layers import (check_mask_config, num_visible, patchify, random_masking,
                                   resize_pos_embed, sincos_2d_position_embedding, unpatchify)
-from mae_mm.models.layers.masking import block_noise, grid_noise
+from mae_mm.models.layers.mask_noise import block_noise, grid_noise
 
 
 def official_pos_embed(embed_dim, grid):
@@ -66,12 +66,12 @@ def test_patchify_layout_and_inverse():
         patchify(torch.randn(1, 3, 10, 12), 4)
 
 
-def test_keep_lowest_noise_invariants():
+def test_random_masking_invariants():
     n, length, dim = 4, 16, 3
     tokens = torch.randn(n, length, dim)
     noise = torch.rand(n, length)
     len_keep = num_visible(length, 0.75)
-    visible, mask, ids_restore = keep_lowest_noise(tokens, len_keep, noise)
+    visible, mask, ids_restore = random_masking(tokens, len_keep, noise)
     assert len_keep == 4 and visible.shape == (n, len_keep, dim)
     assert torch.all(mask.sum(1) == length - len_keep)
     for b in range(n):
@@ -89,7 +89,7 @@ def test_floor_of_kept_patches():
 
 def test_grid_noise_keeps_one_per_cell():
     noise = grid_noise(3, (4, 6), 0.75)
-    _, mask, _ = keep_lowest_noise(torch.zeros(3, 24, 1), 6, noise)
+    _, mask, _ = random_masking(torch.zeros(3, 24, 1), 6, noise)
     mask = mask.reshape(3, 4, 6)
     for b in range(3):
         cells = (1 - mask[b]).reshape(2, 2, 3, 2).permute(0, 2, 1, 3).reshape(6, 4)
@@ -101,7 +101,7 @@ def test_grid_noise_keeps_one_per_cell():
 def test_block_noise_masks_contiguous_blocks():
     torch.manual_seed(1)
     noise = block_noise(2, (14, 14), 0.5)
-    _, mask, _ = keep_lowest_noise(torch.zeros(2, 196, 1), 98, noise)
+    _, mask, _ = random_masking(torch.zeros(2, 196, 1), 98, noise)
     assert torch.all(mask.sum(1) == 98)
     grid = mask.reshape(2, 14, 14)
     # Blocks leave masked patches mostly next to masked patches, unlike random masking.

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from mae_mm.models import MaskedViT, resolve_arch
-from mae_mm.models.layers import keep_lowest_noise, num_visible
+from mae_mm.models.layers import num_visible
 
 from ..conftest import TINY_ARCH
 
@@ -62,8 +62,11 @@ def test_masked_encoder_sees_only_visible_patches():
     sd = model.state_dict()
     tokens = F.conv2d(x, sd['patch_embed.proj.weight'], sd['patch_embed.proj.bias'],
                       stride=8).flatten(2).transpose(1, 2) + sd['pos_embed'][:, 1:]
-    visible, ref_mask, ref_restore = keep_lowest_noise(tokens, 4, noise)
-    assert torch.equal(mask, ref_mask) and torch.equal(ids_restore, ref_restore)
+    ids_shuffle = noise.argsort(dim=1)  # ascending: the first len_keep are kept
+    keep = ids_shuffle[:, :4]
+    visible = torch.stack([tokens[i, keep[i]] for i in range(3)])
+    assert torch.equal(mask, torch.ones(3, 16).scatter(1, keep, 0.0))
+    assert torch.equal(torch.gather(ids_shuffle, 1, ids_restore), torch.arange(16).expand(3, -1))
     h = torch.cat([(sd['cls_token'] + sd['pos_embed'][:, :1]).expand(3, -1, -1), visible], 1)
     for block in model.blocks:
         h = block(h)

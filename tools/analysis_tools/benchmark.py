@@ -214,7 +214,7 @@ def loss_check(args: argparse.Namespace) -> dict:
             noise = torch.rand(args.batch_size, length, generator=gen).to(device)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                loss = model.training_loss(images, noise)
+                loss = model.forward_loss(images, noise)[0]
             loss.backward()
             optimizer.step()
             curve.append(float(loss.detach()))

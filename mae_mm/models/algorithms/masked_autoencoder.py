@@ -7,9 +7,7 @@ from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
 
 from mae_mm.registry import MODELS
-from ..heads import PixelReconstructionHead
 from ..layers import patchify, unpatchify
-from ..necks import MAEDecoder
 
 
 def _build(cfg: dict):
@@ -38,7 +36,8 @@ def _fill_from_backbone(cfg: dict, component: str, derived: dict) -> dict:
 class MaskedAutoencoder(BaseModel):
     """MAE (He et al., 2021): encode visible patches, decode all, score the masked ones.
 
-    ``loss()`` = backbone (masked) -> neck (decoder) -> head (target + loss). The neck's widths,
+    ``loss()`` and everything else that needs the loss go through :meth:`forward_loss`: backbone
+    (masked) -> neck (decoder) -> head (target + loss on the backbone's mask). The neck's widths,
     patch grid and the head's patch size are derived from the backbone, so a config changes the
     image size or patch size in one place.
 
@@ -53,8 +52,8 @@ class MaskedAutoencoder(BaseModel):
             on 1 or N processes with the same global batch are identical. None (default): the
             usual per-process random stream (``randomness.diff_rank_seed`` gives each rank its
             own).
-        compile (bool | dict): ``torch.compile`` the training computation (encoder, decoder,
-            loss; not the optimizer step), with these keyword arguments if a dict. It is
+        compile (bool | dict): ``torch.compile`` :meth:`forward_loss` for ``loss()`` (encoder,
+            decoder, loss; not the optimizer step), with these keyword arguments if a dict. It is
             compiled on the first training step, which then takes longer. The mask noise is
             drawn outside the compiled graph, so masks and losses are those of the eager model
             for the same seed. Use this rather than the Runner's ``compile=True``, which in
@@ -73,7 +72,7 @@ class MaskedAutoencoder(BaseModel):
         # None: eager; otherwise the torch.compile keyword arguments ({} for compile=True).
         self.compile_kwargs = (None if compile is False
                                else {} if compile is True else dict(compile))
-        self._compiled_training_loss = None
+        self._compiled_training_loss = None  # the compiled forward_loss, built on first use
         self.backbone = _build(backbone)
         if not getattr(self.backbone, 'mask_ratio', 0) > 0:
             raise ValueError('backbone.mask_ratio must be in (0, 1) for MAE pretraining, got '
@@ -127,41 +126,38 @@ class MaskedAutoencoder(BaseModel):
         return self.backbone.patch_embed.grid(imgs)
 
     def forward_loss(self, imgs: torch.Tensor, noise: Optional[torch.Tensor] = None):
-        """Run the three stages; returns ``(loss, pred, mask)``."""
+        """Encode, decode, score: the one loss path of training and of everything else.
+
+        Args:
+            imgs (Tensor): (N, C, H, W) images.
+            noise (Tensor, optional): (N, L) per-patch noise fixing the mask (lowest kept);
+                drawn by the backbone when None.
+
+        Returns:
+            tuple: ``loss`` (scalar, mean over the masked patches of the ``mask`` the backbone
+            returns), ``pred`` (N, L, p*p*C), ``mask`` (N, L), 1 = masked.
+        """
         latent, mask, ids_restore = self.backbone(imgs, mask=True, noise=noise)
         pred = self.neck(latent, ids_restore, self.patch_grid(imgs))  # (N, L, p*p*C)
         return self.head.loss(pred, imgs, mask), pred, mask
-
-    def training_loss(self, imgs: torch.Tensor,
-                      noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The loss of :meth:`forward_loss` with predictions of the masked patches only (the
-        ones the loss reads); other necks/heads get the full path."""
-        if not (isinstance(self.neck, MAEDecoder) and isinstance(self.head,
-                                                                   PixelReconstructionHead)):
-            return self.forward_loss(imgs, noise)[0]
-        latent, _, ids_restore = self.backbone(imgs, mask=True, noise=noise)
-        num_masked = ids_restore.shape[1] + 1 - latent.shape[1]
-        masked_ids = ids_restore.argsort(dim=1)[:, -num_masked:]  # shuffled order: kept first
-        pred = self.neck(latent, ids_restore, self.patch_grid(imgs), patch_ids=masked_ids)
-        return self.head.loss_on_patches(pred, imgs, masked_ids)
 
     def loss(self, inputs, data_samples: Optional[list] = None) -> Dict[str, torch.Tensor]:
         """The reconstruction loss of one batch, as MMEngine expects it."""
         imgs = self._images(inputs)
         if self.mask_seed is not None:
             noise = self._seeded_noise(imgs, data_samples)
-        elif self.compile_kwargs is not None:  # the eager model's random stream
+        elif self.compile_kwargs is not None:  # drawn eagerly: the eager model's random stream
             noise = self.backbone.make_noise(imgs.shape[0], self.patch_grid(imgs), imgs.device)
         else:
             noise = None
-        return dict(loss=self._training_loss_fn()(imgs, noise))
+        return dict(loss=self._forward_loss_fn()(imgs, noise)[0])
 
-    def _training_loss_fn(self):
-        """``training_loss``, compiled on first use when ``compile`` is set."""
+    def _forward_loss_fn(self):
+        """``forward_loss``, compiled on first use when ``compile`` is set."""
         if self.compile_kwargs is None:
-            return self.training_loss
+            return self.forward_loss
         if self._compiled_training_loss is None:
-            self._compiled_training_loss = torch.compile(self.training_loss, **self.compile_kwargs)
+            self._compiled_training_loss = torch.compile(self.forward_loss, **self.compile_kwargs)
         return self._compiled_training_loss
 
     def _seeded_noise(self, imgs: torch.Tensor, data_samples: Optional[list]) -> torch.Tensor:

@@ -6,7 +6,6 @@ from mmengine.model import BaseModule
 
 from mae_mm.registry import MODELS
 from ..layers import patchify
-from ..layers.masking import gather_tokens
 
 
 @MODELS.register_module()
@@ -50,10 +49,3 @@ class PixelReconstructionHead(BaseModule):
     def loss(self, pred: torch.Tensor, imgs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The reconstruction loss of ``pred`` (N, L, p*p*C) against ``imgs`` on ``mask``."""
         return self.loss_module(pred, self.construct_target(imgs), mask)
-
-    def loss_on_patches(self, pred: torch.Tensor, imgs: torch.Tensor,
-                        patch_ids: torch.Tensor) -> torch.Tensor:
-        """The same loss from predictions of the masked patches only: ``pred`` (N, M, p*p*C)
-        for the patches ``patch_ids`` (N, M), every one of them scored."""
-        target = gather_tokens(self.construct_target(imgs), patch_ids)
-        return self.loss_module(pred, target, pred.new_ones(patch_ids.shape))

@@ -9,9 +9,7 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-
-from .attention import scaled_dot_product_attention
-from .masking import gather_tokens
+import torch.nn.functional as F
 
 
 class DropPath(nn.Module):
@@ -33,7 +31,10 @@ class DropPath(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention through :func:`scaled_dot_product_attention`.
+    """Multi-head self-attention ``softmax(q k^T / sqrt(d) + bias) v``.
+
+    Computed by ``F.scaled_dot_product_attention`` on every device, which picks the device's
+    fused kernel.
 
     Args:
         dim (int): Token width.
@@ -49,17 +50,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, attn_bias: Optional[torch.Tensor] = None,
-                rows: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(N, L, C) -> (N, L, C); with ``rows`` (N, M) token indices, only those tokens'
-        outputs (N, M, C): they still attend to every token."""
+    def forward(self, x: torch.Tensor, attn_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(N, L, C) -> (N, L, C); ``attn_bias``, broadcastable to (N, heads, L, L), is added to
+        the scaled logits."""
         n, length, dim = x.shape
         qkv = self.qkv(x).reshape(n, length, 3, self.num_heads, dim // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (N, heads, L, head_dim)
-        if rows is not None:
-            q = torch.gather(q, 2, rows[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[3]))
-        x = scaled_dot_product_attention(q, k, v, attn_bias)  # (N, heads, M or L, head_dim)
-        return self.proj(x.transpose(1, 2).reshape(n, -1, dim))
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)  # (N, heads, L, hd)
+        return self.proj(x.transpose(1, 2).reshape(n, length, dim))
 
 
 class Mlp(nn.Module):
@@ -99,14 +97,9 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, mlp_dim)
 
-    def forward(self, x: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(N, L, C) -> (N, L, C); with ``rows`` (N, M), the output of those tokens only
-        (N, M, C), i.e. ``forward(x)`` gathered at ``rows`` without the other tokens'
-        projection and MLP (every token is still attended to)."""
-        if rows is None:
-            x = x + self.drop_path(self.attn(self.norm1(x)))
-        else:
-            x = gather_tokens(x, rows) + self.drop_path(self.attn(self.norm1(x), rows=rows))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, L, C) -> (N, L, C), or (N, H, W, C) for a grid attention such as ViTDet's."""
+        x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 

@@ -6,8 +6,8 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from mae_mm.registry import MODELS
-from ..layers import Block, init_mae_weights, resize_pos_embed, sincos_2d_position_embedding
-from ..layers.masking import gather_tokens
+from ..layers import (Block, gather_tokens, init_mae_weights, resize_pos_embed,
+                      sincos_2d_position_embedding)
 
 
 @MODELS.register_module()
@@ -60,40 +60,24 @@ class MAEDecoder(BaseModule):
         nn.init.normal_(self.mask_token, std=0.02)
 
     def forward(self, latent: torch.Tensor, ids_restore: torch.Tensor,
-                grid_size: Optional[Tuple[int, int]] = None,
-                patch_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Predict the pixels of every patch (or of the patches ``patch_ids``).
+                grid_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """Predict the pixels of every patch (official ``forward_decoder``).
 
         Args:
             latent (Tensor): (N, 1 + len_keep, D) encoder output, cls first.
             ids_restore (Tensor): (N, L) un-shuffling permutation from the encoder.
             grid_size (tuple[int, int], optional): Patch grid of this batch (default: training).
-            patch_ids (Tensor, optional): (N, M) patches to predict, e.g. the masked ones for
-                the loss. The last block then computes only their outputs: the same numbers
-                without the projection and MLP of tokens no one reads.
 
         Returns:
-            Tensor: (N, L, p*p*C) predictions in the :func:`patchify` layout, or (N, M, p*p*C)
-            for ``patch_ids``.
+            Tensor: (N, L, p*p*C) predictions in the :func:`patchify` layout.
         """
         x = self.decoder_embed(latent)  # (N, 1 + len_keep, Dd)
         n, length = ids_restore.shape
-        num_masked = length + 1 - x.shape[1]
-        patches = torch.cat([x[:, 1:], self.mask_token.expand(n, num_masked, -1)], dim=1)
-        patches = gather_tokens(patches, ids_restore)
-        x = torch.cat([x[:, :1], patches], dim=1)  # (N, 1 + L, Dd), original order
+        mask_tokens = self.mask_token.expand(n, length + 1 - x.shape[1], -1)  # (N, L-keep, Dd)
+        patches = gather_tokens(torch.cat([x[:, 1:], mask_tokens], dim=1), ids_restore)
+        x = torch.cat([x[:, :1], patches], dim=1)  # (N, 1 + L, Dd), patches in original order
         x = x + resize_pos_embed(self.decoder_pos_embed, self.grid_size,
                                  grid_size or self.grid_size)
-        if patch_ids is None:
-            for block in self.decoder_blocks:
-                x = block(x)
-            return self.decoder_pred(self.decoder_norm(x))[:, 1:]
-        rows = patch_ids + 1  # token index: the cls token comes first
-        blocks = list(self.decoder_blocks)
-        for block in blocks[:-1]:
+        for block in self.decoder_blocks:
             x = block(x)
-        if blocks:
-            x = blocks[-1](x, rows=rows)
-        else:
-            x = gather_tokens(x, rows)
-        return self.decoder_pred(self.decoder_norm(x))
+        return self.decoder_pred(self.decoder_norm(x))[:, 1:]  # (N, L, p*p*C), cls dropped
