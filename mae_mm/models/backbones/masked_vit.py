@@ -8,14 +8,12 @@ from mmengine.model import BaseModule
 from mae_mm.registry import MODELS
 from ..layers import (NOISE_FUNCTIONS, Block, PatchEmbed, check_mask_config, init_mae_weights,
                       num_visible, random_masking, resize_pos_embed, sincos_2d_position_embedding)
-from .pretrained import PretrainedEncoderMixin
+from .downstream import OUT_TYPES, DownstreamMixin
 from .vit_arch import ARCH_ZOO, resolve_arch  # noqa: F401 (ARCH_ZOO: imported from here by tools)
-
-OUT_TYPES = ('raw', 'cls_token', 'featmap', 'avg_featmap')
 
 
 @MODELS.register_module()
-class MaskedViT(PretrainedEncoderMixin, BaseModule):
+class MaskedViT(DownstreamMixin, BaseModule):
     """Vision Transformer encoder of MAE.
 
     Patch-embeds the image, adds the fixed 2-D sin-cos position embedding, drops the masked
@@ -179,32 +177,6 @@ class MaskedViT(PretrainedEncoderMixin, BaseModule):
         for block in self.blocks:
             x = block(x)
         return self.norm(x), mask, ids_restore
-
-    def forward_features(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """Encode every patch (no masking, no shuffling); outputs per ``out_indices``."""
-        tokens, grid = self.patch_embed(x)
-        n = tokens.shape[0]
-        pos = self.position_embedding(grid)
-        cls = (self.cls_token + pos[:, :1]).expand(n, -1, -1)
-        tokens = torch.cat([cls, tokens + pos[:, 1:]], dim=1)
-        outs = []
-        for i, block in enumerate(self.blocks):
-            tokens = block(tokens)
-            if i == self.num_layers - 1 and self.final_norm:
-                tokens = self.norm(tokens)
-            if i in self.out_indices:
-                outs.append(self._format_output(tokens, grid))
-        return tuple(outs)
-
-    def _format_output(self, tokens: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
-        if self.out_type == 'raw':
-            return tokens
-        if self.out_type == 'cls_token':
-            return tokens[:, 0]
-        patches = tokens[:, 1:]
-        if self.out_type == 'featmap':
-            return patches.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
-        return self.fc_norm(patches.mean(dim=1))  # avg_featmap
 
     def forward(self, x: torch.Tensor, mask: Optional[bool] = None,
                 noise: Optional[torch.Tensor] = None):

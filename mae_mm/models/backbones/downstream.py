@@ -1,18 +1,24 @@
-"""What fine-tuning and downstream tasks add to the MAE encoder: loading a pretrained checkpoint
-of any format with a report of its keys, and freezing the first stages."""
+"""What fine-tuning, probing and downstream tasks use of the MAE encoder: loading a pretrained
+checkpoint of any format with a report of its keys, freezing the first stages, and the unmasked
+forward pass with its output formats."""
 import logging
+from typing import Tuple
 
+import torch
 from mmengine.logging import MMLogger
 
 from ..layers import resize_pos_embed
 
+OUT_TYPES = ('raw', 'cls_token', 'featmap', 'avg_featmap')
 
-class PretrainedEncoderMixin:
+
+class DownstreamMixin:
     """For :class:`MaskedViT` (and its subclasses): ``init_weights`` from a ``Pretrained``
-    init_cfg, ``load_pretrained`` and ``_freeze_stages``.
+    init_cfg, ``load_pretrained``, ``_freeze_stages`` and ``forward_features``.
 
-    Reads the encoder's ``init_cfg``, ``pos_embed``, ``grid_size``, ``frozen_stages``,
-    ``num_layers``, ``patch_embed``, ``blocks``, ``norm`` and ``cls_token``.
+    Reads the encoder's modules and settings (``patch_embed``, ``cls_token``, ``pos_embed``,
+    ``blocks``, ``norm``, ``fc_norm``, ``grid_size``, ``num_layers``, ``frozen_stages``,
+    ``final_norm``, ``out_type``, ``out_indices``, ``init_cfg``).
     """
 
     # Keys a pretraining checkpoint never has: added by fine-tuning or downstream subclasses.
@@ -77,3 +83,29 @@ class PretrainedEncoderMixin:
         super().train(mode)
         self._freeze_stages()
         return self
+
+    def forward_features(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Encode every patch (no masking, no shuffling); outputs per ``out_indices``."""
+        tokens, grid = self.patch_embed(x)
+        n = tokens.shape[0]
+        pos = self.position_embedding(grid)
+        cls = (self.cls_token + pos[:, :1]).expand(n, -1, -1)
+        tokens = torch.cat([cls, tokens + pos[:, 1:]], dim=1)
+        outs = []
+        for i, block in enumerate(self.blocks):
+            tokens = block(tokens)
+            if i == self.num_layers - 1 and self.final_norm:
+                tokens = self.norm(tokens)
+            if i in self.out_indices:
+                outs.append(self._format_output(tokens, grid))
+        return tuple(outs)
+
+    def _format_output(self, tokens: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+        if self.out_type == 'raw':
+            return tokens
+        if self.out_type == 'cls_token':
+            return tokens[:, 0]
+        patches = tokens[:, 1:]
+        if self.out_type == 'featmap':
+            return patches.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+        return self.fc_norm(patches.mean(dim=1))  # avg_featmap
