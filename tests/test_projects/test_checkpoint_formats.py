@@ -10,7 +10,9 @@ from mmengine.registry import DefaultScope
 from mmseg.registry import MODELS as MMSEG_MODELS
 
 from ..conftest import REPO_ROOT
-from .conftest import (UPERNET_B, VITDET_B, assert_backbone_is_checkpoint, backbone_part,
+from ..test_utils._foreign_layouts import (official_checkpoint, official_encoder_names,
+                                           official_shapes)
+from .conftest import (PATCH, PRETRAIN_IMG, UPERNET_B, VITDET_B, assert_backbone_is_checkpoint,
                        load_state, toy_cfg, upernet_toy_options, vitdet_toy_options)
 
 
@@ -29,11 +31,16 @@ def official_and_converted(mae_checkpoint, tmp_path_factory):
     tools/model_converters/mae_official_to_mae_mm.py makes of it."""
     root = tmp_path_factory.mktemp('formats')
     official = str(root / 'mae_pretrain_official.pth')
-    torch.save({'model': backbone_part(load_state(mae_checkpoint))}, official)
+    # models_mae.py's encoder keys and shapes (16 px patches, a 4 x 4 grid), filled from the
+    # pretraining run under the hand-written name map.
+    shapes = official_shapes(patch_size=PATCH, num_patches=(PRETRAIN_IMG // PATCH)**2)
+    checkpoint = official_checkpoint(load_state(mae_checkpoint), encoder_only=True,
+                                     shapes=shapes)
+    assert list(checkpoint) == ['model'] and list(checkpoint['model']) == official_encoder_names()
+    torch.save(checkpoint, official)
     converted = str(root / 'mae_mm_converted.pth')
     assert _official_to_mae_mm()([official, converted, '--quiet']) == 0
-    assert set(load_state(converted)) == {'backbone.' + k for k in torch.load(
-        official, weights_only=False)['model']}
+    assert set(load_state(converted)) == {'backbone.' + k for k in official_encoder_names()}
     return official, converted
 
 

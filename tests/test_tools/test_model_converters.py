@@ -11,6 +11,8 @@ import torch
 from mmengine.logging import MessageHub
 
 from mae_mm.registry import MODELS
+from ..test_utils._foreign_layouts import (official_checkpoint, official_decoder_names,
+                                           official_encoder_names)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONVERTERS = REPO_ROOT / 'tools' / 'model_converters'
@@ -22,15 +24,9 @@ TINY = dict(type='MaskedAutoencoder',
             neck=dict(type='MAEDecoder', decoder_embed_dim=32, decoder_depth=1,
                       decoder_num_heads=4),
             head=dict(type='PixelReconstructionHead', norm_pix=True))
-BLOCK = ['norm1.weight', 'norm1.bias', 'attn.qkv.weight', 'attn.qkv.bias', 'attn.proj.weight',
-         'attn.proj.bias', 'norm2.weight', 'norm2.bias', 'mlp.fc1.weight', 'mlp.fc1.bias',
-         'mlp.fc2.weight', 'mlp.fc2.bias']
-ENCODER = (['cls_token', 'pos_embed', 'patch_embed.proj.weight', 'patch_embed.proj.bias']
-           + [f'blocks.{i}.{p}' for i in range(2) for p in BLOCK] + ['norm.weight', 'norm.bias'])
-DECODER = (['decoder_embed.weight', 'decoder_embed.bias', 'mask_token', 'decoder_pos_embed']
-           + [f'decoder_blocks.0.{p}' for p in BLOCK]
-           + ['decoder_norm.weight', 'decoder_norm.bias', 'decoder_pred.weight',
-              'decoder_pred.bias'])
+# facebookresearch/mae's key names, written by hand (tests/test_utils/_foreign_layouts.py).
+ENCODER = official_encoder_names(num_layers=2)
+DECODER = official_decoder_names(depth=1)
 
 
 def run_tool(script, *args):
@@ -46,11 +42,12 @@ def build(seed):
 
 
 def official_file(model, path, encoder_only=False):
-    state = model.state_dict()
-    names = ENCODER + ([] if encoder_only else DECODER)
-    official = {n: state[('neck.' if n in DECODER else 'backbone.') + n].clone() for n in names}
-    torch.save({'model': official}, path)
-    return official
+    """``mae_visualize_*.pth`` (or, ``encoder_only``, ``mae_pretrain_*.pth``) with ``model``'s
+    weights: the official names and shapes, filled under the hand-written name map."""
+    checkpoint = official_checkpoint(model, encoder_only=encoder_only)
+    assert list(checkpoint['model']) == ENCODER + ([] if encoder_only else DECODER)
+    torch.save(checkpoint, path)
+    return checkpoint['model']
 
 
 def training_checkpoint(model, path):
