@@ -6,6 +6,7 @@ import time
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 from ..conftest import REPO_ROOT, tiny_pretrain_cfg
@@ -33,18 +34,59 @@ def test_recipe_guards_nonfinite_updates_resumes_exactly_and_takes_clipping(reci
     assert cfg.optim_wrapper.clip_grad == dict(max_norm=3.0)
 
 
+class _GradNormProbe(Hook):
+    """Measures, independently of the optimizer wrapper, the total gradient norm of every step
+    twice: as backward accumulated it (a post-accumulate hook per parameter, before any
+    clipping) and as the optimizer applies it (in ``optimizer.step``, after clipping)."""
+
+    def __init__(self):
+        self.unclipped, self.applied = [], []
+        self._accumulated = {}
+
+    def before_train(self, runner) -> None:
+        params = [p for p in runner.model.parameters() if p.requires_grad]
+        for param in params:
+            param.register_post_accumulate_grad_hook(self._record)
+        optimizer = runner.optim_wrapper.optimizer
+        step = optimizer.step
+
+        def measured_step(*args, **kwargs):
+            grads = [p.grad.detach().float() for p in params if p.grad is not None]
+            self.applied.append(float(torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+            self.unclipped.append(float(sum(self._accumulated.values())) ** 0.5)
+            self._accumulated = {}
+            return step(*args, **kwargs)
+
+        optimizer.step = measured_step
+
+    def _record(self, param) -> None:
+        self._accumulated[id(param)] = float(param.grad.detach().float().pow(2).sum())
+
+
 @pytest.mark.usefixtures('one_intra_op_thread')
 def test_gradient_clipping_by_config_runs_with_the_recipe_wrapper(photo_folder, tmp_path):
-    """The recipes' MixedPrecisionOptimWrapper (bf16 on CPU) clips when asked by config."""
+    """The recipes' MixedPrecisionOptimWrapper (bf16 on CPU) clips when asked by config: the
+    gradient the optimizer applies has total norm max_norm, while the unclipped one was larger."""
+    max_norm = 0.01
     cfg = tiny_pretrain_cfg(photo_folder, tmp_path, batch_size=4, max_epochs=1,
                             experiment_name=f'{tmp_path.name}_{time.time_ns()}', **{
                                 'train_dataloader.dataset.indices': 8,
                                 'optim_wrapper.type': 'MixedPrecisionOptimWrapper',
-                                'optim_wrapper.clip_grad.max_norm': 0.01})
+                                'optim_wrapper.clip_grad.max_norm': max_norm})
     runner = Runner.from_cfg(cfg)
+    probe = _GradNormProbe()
+    runner.register_hook(probe)
     runner.train()
-    grad_norms = runner.message_hub.get_scalar('train/grad_norm').data[0]
-    assert len(grad_norms) == 2 and all(norm > 0.01 for norm in grad_norms)
+    assert len(probe.applied) == len(probe.unclipped) == 2
+    for unclipped, applied in zip(probe.unclipped, probe.applied):
+        assert unclipped > 10 * max_norm  # so clipping had something to do
+        # clip_grad_norm_ scales by max_norm / (norm + 1e-6): the applied norm is max_norm
+        assert applied <= max_norm * (1 + 1e-5)
+        assert applied == pytest.approx(max_norm, rel=1e-3)
+    # The norm the wrapper logs is the unclipped one, as measured here.
+    logged = runner.message_hub.get_scalar('train/grad_norm').data[0]
+    assert list(logged) == pytest.approx(probe.unclipped, rel=1e-4)
 
 
 def test_other_scopes_get_a_key_report_not_an_error(tmp_path, capsys):
