@@ -1,6 +1,7 @@
 """Weighted k-NN: a hand-checkable case, and the tool on a real labelled photo folder."""
 import json
 import math
+import os
 import os.path as osp
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from mae_mm.evaluation import knn_class_scores, knn_evaluate, topk_accuracy
 from mae_mm.registry import MODELS
 from ..conftest import REPO_ROOT
+from ..test_utils._foreign_layouts import official_checkpoint, official_shapes
 from ._tiny_cfg import load_tool
 
 TOY = 'configs/finetune/vit-tiny-p4_1xb32-amp-coslr-15e_photo-classes-32px.py'
@@ -74,21 +76,45 @@ def test_tool_on_a_real_photo_folder(labelled_photos, tmp_path):
     encoder = MODELS.build(dict(type='MaskedViT', arch=backbone.arch, img_size=backbone.img_size,
                                 patch_size=backbone.patch_size, mask_ratio=0.0))
     checkpoint = tmp_path / 'official.pth'
-    torch.save({'model': encoder.state_dict()}, checkpoint)
+    # mae_pretrain_vit_*.pth layout: models_mae.py's encoder names and shapes, by hand
+    state = {'backbone.' + k: v for k, v in encoder.state_dict().items()}
+    shapes = official_shapes(num_layers=6, embed_dims=192, mlp_dims=768, patch_size=4,
+                             num_patches=64)
+    torch.save(official_checkpoint(state, encoder_only=True, num_layers=6, shapes=shapes),
+               checkpoint)
     tool = load_tool('tools/analysis_tools/knn_eval.py')
     common = [osp.join(REPO_ROOT, TOY), str(checkpoint), '--num-workers', '0',
               '--batch-size', '10']
     same = tool.main(common + ['--train', labelled_photos['train'], '--val',
                                labelled_photos['train'], '--k', '1'])
     assert same == {1: {'top1': 100.0}}
+    # Known answers: a query folder of byte-identical copies of training images (cosine 1 with
+    # their original, the unique nearest neighbour), 2 per class filed under their own class
+    # and 1 per class under the next class: k=1 must give exactly 2 / 3 right.
+    import glob
+    import shutil
+    classes = sorted(os.listdir(labelled_photos['train']))
+    query = tmp_path / 'query'
+    for i, name in enumerate(classes):
+        files = sorted(glob.glob(osp.join(labelled_photos['train'], name, '*.jpg')))[:3]
+        for j, src in enumerate(files):
+            folder = query / (name if j < 2 else classes[(i + 1) % len(classes)])
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, folder / f'copy_{name}_{j}.jpg')
     out = tmp_path / 'knn.json'
-    result = tool.main(common + ['--train', labelled_photos['train'], '--val',
-                                 labelled_photos['val'], '--k', '1', '5', '--feature',
-                                 'avg_featmap', '--out', str(out)])
-    assert set(result) == {1, 5} and all(0 <= r['top1'] <= 100 for r in result.values())
-    assert json.loads(out.read_text()) == {str(k): v for k, v in result.items()}
-    loo = tool.main(common + ['--train', labelled_photos['train'], '--k', '3'])
-    assert 0 <= loo[3]['top1'] <= 100
+    for feature in ('cls_token', 'avg_featmap'):
+        result = tool.main(common + ['--train', labelled_photos['train'], '--val', str(query),
+                                     '--k', '1', '--feature', feature, '--out', str(out)])
+        assert result == {1: {'top1': pytest.approx(100 * 2 / 3)}}, feature
+        assert json.loads(out.read_text()) == {str(k): v for k, v in result.items()}
+    # Leave-one-out on a folder holding every image twice: the other copy is the neighbour.
+    twice = tmp_path / 'twice'
+    for name in classes:
+        (twice / name).mkdir(parents=True)
+        for src in sorted(glob.glob(osp.join(labelled_photos['train'], name, '*.jpg')))[:4]:
+            for copy in range(2):
+                shutil.copy(src, twice / name / f'{copy}_{osp.basename(src)}')
+    assert tool.main(common + ['--train', str(twice), '--k', '1']) == {1: {'top1': 100.0}}
 
 
 def test_tool_refuses_a_missing_folder(tmp_path):
