@@ -124,7 +124,7 @@ def assert_same_loss_and_grads(model, loss, ref_loss, ref_grads):
 
 @pytest.mark.parametrize('img_size,decoder_depth,norm_pix', [
     (32, 1, True), ((32, 48), 2, False), (32, 0, True), ((32, 48), 1, True)])
-def test_training_loss_of_random_masking(img_size, decoder_depth, norm_pix):
+def test_loss_of_random_masking(img_size, decoder_depth, norm_pix):
     """``model.loss()`` with the global RNG: its noise is the official ``torch.rand(N, L)``."""
     model = build(img_size, decoder_depth, norm_pix)
     h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
