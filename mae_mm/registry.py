@@ -40,12 +40,13 @@ def _child(name: str, parent: Registry, locations: tuple = ()) -> Registry:
     return Registry(name, parent=parent, scope=SCOPE, locations=list(locations))
 
 
-# Runner-level components come from mmengine; the children exist so that building them while
-# ``default_scope='mae_mm'`` finds a registry of that scope instead of warning and falling back.
-RUNNERS = _child('runner', MMENGINE_RUNNERS)
+# Runner-level components: mae-mm's runners and hooks, and mmengine's; the children exist so that
+# building them while ``default_scope='mae_mm'`` finds a registry of that scope instead of warning
+# and falling back.
+RUNNERS = _child('runner', MMENGINE_RUNNERS, ('mae_mm.engine',))
 RUNNER_CONSTRUCTORS = _child('runner constructor', MMENGINE_RUNNER_CONSTRUCTORS)
 LOOPS = _child('loop', MMENGINE_LOOPS)
-HOOKS = _child('hook', MMENGINE_HOOKS, ('mae_mm.engine.hooks',))
+HOOKS = _child('hook', MMENGINE_HOOKS, ('mae_mm.engine',))
 STRATEGIES = _child('strategy', MMENGINE_STRATEGIES)
 LOG_PROCESSORS = _child('log processor', MMENGINE_LOG_PROCESSORS)
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from mmengine.registry import init_default_scope
 
-import mae_mm  # noqa: F401  (compat patches, registry)
+import mae_mm  # noqa: F401  (registries)
 
 TINY_ARCH = dict(embed_dims=64, num_layers=2, num_heads=4, feedforward_channels=128)
 

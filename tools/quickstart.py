@@ -59,7 +59,7 @@ def build_config(args: argparse.Namespace, train_dir: str):
 def main(argv=None) -> str:
     args = parse_args(argv)
     import mae_mm  # noqa: F401  (registers modules, checkpoint compatibility)
-    from mmengine.runner import Runner
+    from mae_mm.engine import build_runner
 
     from mae_mm.datasets.embedded_photos import write_photo_crops
     from mae_mm.visualization import draw_reconstructions
@@ -72,7 +72,7 @@ def main(argv=None) -> str:
                       min_size=96)
 
     cfg = build_config(args, train_dir)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
 
     model = runner.model.module if hasattr(runner.model, 'module') else runner.model

@@ -101,15 +101,13 @@ def _train_tool():
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point: parse arguments, build the runner, run the test loop."""
     args = parse_args(argv)
-    import mae_mm  # noqa: F401  registries and the checkpoint-loading compat patch
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
+    from mae_mm.engine import build_runner
 
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         raise SystemExit(f'--out must name a .pkl/.pickle file, got {args.out!r}')
     cfg = merge_args(Config.fromfile(args.config), args)
     _train_tool().init_cpu_distributed(cfg)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     if args.out is not None:
         from mmengine.evaluator import DumpResults
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))

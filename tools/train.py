@@ -160,7 +160,7 @@ def adapt_cfg_to_cpu_distributed(cfg: Config) -> None:
     env_cfg.dist_cfg.backend = 'gloo'
 
     strategy = cfg.get('strategy')
-    if cfg.get('runner_type') == 'FlexibleRunner' and isinstance(strategy, dict):
+    if 'FlexibleRunner' in str(cfg.get('runner_type', '')) and isinstance(strategy, dict):
         # FlexibleRunner strategies pass device_id(s)=LOCAL_RANK (a GPU index) to the wrapper;
         # FSDP needs the CPU named explicitly, DDP no device ids.
         wrapper = strategy.setdefault('model_wrapper', ConfigDict())
@@ -213,18 +213,15 @@ def init_cpu_distributed(cfg: Config) -> None:
 
 def build_runner(cfg: Config):
     """Build the runner: ``cfg.runner_type`` through the RUNNERS registry, else ``Runner``."""
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    from mae_mm.engine import build_runner as build
+    return build(cfg)
 
 
 @record  # under torchrun, the failing rank's exception text reaches the job summary
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point: parse arguments, build the runner from the merged config, train."""
     args = parse_args(argv)
-    import mae_mm  # noqa: F401  registries and the checkpoint-loading compat patch
+    import mae_mm  # noqa: F401  registries
     cfg = Config.fromfile(args.config)
     merge_args(cfg, args)
     init_cpu_distributed(cfg)

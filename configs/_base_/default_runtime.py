@@ -2,6 +2,11 @@
 # then in mmengine's; mmpretrain's need their prefix (``mmpretrain.PackInputs``).
 default_scope = 'mae_mm'
 
+# mae-mm's runner: mmengine's Runner with atomic checkpoint writes, auto-resume from the newest
+# *complete* checkpoint (never over one it cannot read), safe loading on torch >= 2.6 and grouped
+# checkpoint key checks. Delete this line to run on mmengine's stock Runner.
+runner_type = 'mae_mm.MAERunner'
+
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=100),
@@ -30,8 +35,7 @@ randomness = dict(seed=0, diff_rank_seed=True)
 # and stops a diverging run (10 in a row) with a checkpoint of its last good state;
 # ExactResumeHook makes --resume continue exactly where the run stopped (random state re-derived
 # from the iteration, data position inside an epoch). A config that sets its own custom_hooks
-# replaces this list: repeat these two there. (Atomic checkpoint writes and auto-resume from the
-# newest complete checkpoint are installed by `import mae_mm`.)
+# replaces this list: repeat these two there.
 custom_hooks = [
     dict(type='NonFiniteGuardHook', max_consecutive=10),
     dict(type='ExactResumeHook'),

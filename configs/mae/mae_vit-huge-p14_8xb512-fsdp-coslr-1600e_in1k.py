@@ -3,7 +3,7 @@
 # Same recipe as the AMP config it inherits; checkpoints are saved as full state dicts.
 _base_ = ['./mae_vit-huge-p14_8xb512-amp-coslr-1600e_in1k.py']
 
-runner_type = 'FlexibleRunner'
+runner_type = 'mae_mm.MAEFlexibleRunner'  # mmengine's FlexibleRunner + mae-mm's crash-safe checkpoints
 strategy = dict(
     type='FSDPStrategy',
     model_wrapper=dict(

@@ -1,20 +1,19 @@
-"""Crash-safe checkpoint files for mmengine's Runner: atomic writes, newest *complete* checkpoint.
+"""Which checkpoint a run resumes from, and writing checkpoints atomically.
 
 mmengine 0.10.7 writes a checkpoint in place (``open(path, 'wb')``), so a process killed during
 the write leaves a truncated file under the final name; ``last_checkpoint`` (the pointer that
 auto-resume follows) is also rewritten in place, and may name that truncated file or be empty.
-``resume=True`` then fails on restart, losing a multi-day run.
+``resume=True`` then fails on restart, losing a multi-day run. :class:`mae_mm.engine.MAERunner`
+uses the two functions below instead (mmengine itself is not changed):
 
-:func:`install` (called by :func:`mae_mm.utils.compat.apply_compat_patches`) replaces the two
-functions that ``Runner`` and ``FlexibleRunner`` use:
-
-- ``save_checkpoint``: local files go through :func:`mae_mm.utils.checkpoint.save_checkpoint_atomic`
-  (temporary file in the same folder, fsync, ``os.replace``): a reader sees the old file or the
-  complete new one, never a partial one. Remote back ends (``s3://``, ``pavi://``...) keep
-  mmengine's writer.
-- ``find_latest_checkpoint`` (auto-resume): the newest checkpoint that is complete and resumable,
-  whatever ``last_checkpoint`` says: partial files (hidden ``*.tmp`` files of interrupted atomic
-  writes, truncated files written by other tools) are skipped with a log line naming them.
+- :func:`replace_atomically`: a checkpoint is written under a hidden temporary name in the same
+  folder, flushed to disk and renamed over the final name: a reader sees the old file or the
+  complete new one, never a partial one.
+- :func:`find_newest_complete_checkpoint` (auto-resume): the newest checkpoint that is complete
+  and resumable, whatever ``last_checkpoint`` says. Nothing it cannot read is ever overwritten:
+  a truncated file is moved aside (``epoch_2.pth`` -> ``epoch_2.pth.incomplete``) before the run
+  goes on, and a complete checkpoint that the safe loader refuses stops the run with a one-line
+  error naming the files and the opt-in.
 """
 import logging
 import os
@@ -22,24 +21,29 @@ import os.path as osp
 import zipfile
 from typing import List, Optional, Tuple
 
+from mmengine.dist import is_main_process
 from mmengine.logging import print_log
 
-from mae_mm.utils.checkpoint import save_checkpoint_atomic
-from mae_mm.utils.compat import CheckpointLoadError, load_checkpoint_file
+from mae_mm.utils.compat import (CheckpointLoadError, UnsafeCheckpointError,
+                                 load_checkpoint_file)
 
 POINTER_FILE = 'last_checkpoint'
-_mmengine_save_checkpoint = None
+INCOMPLETE_SUFFIX = '.incomplete'
 
 
-def save_checkpoint_atomically(checkpoint: dict, filename: str, file_client_args=None,
-                               backend_args=None) -> None:
-    """mmengine's ``save_checkpoint`` with an atomic write for local files (same arguments)."""
-    is_local = '://' not in str(filename)
-    if is_local and file_client_args is None and not backend_args:
-        save_checkpoint_atomic(checkpoint, filename)
-        return
-    _mmengine_save_checkpoint(checkpoint, filename, file_client_args=file_client_args,
-                              backend_args=backend_args)
+def replace_atomically(tmp_path: str, path: str) -> None:
+    """Flush ``tmp_path`` to disk and rename it over ``path`` (then flush the folder entry)."""
+    with open(tmp_path, 'rb') as f:
+        os.fsync(f.fileno())
+    os.replace(tmp_path, path)
+    try:
+        folder = os.open(osp.dirname(osp.abspath(path)), os.O_RDONLY)
+    except OSError:
+        return  # e.g. a file system without directory handles: the rename itself is atomic
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def is_complete_checkpoint(path: str) -> bool:
@@ -56,12 +60,17 @@ def is_complete_checkpoint(path: str) -> bool:
 
 
 def _progress(path: str) -> Optional[Tuple[int, int]]:
-    """``(iter, epoch)`` of a resumable mmengine checkpoint, None if it is not one.
+    """``(iter, epoch)`` of a resumable mmengine checkpoint, None if it holds weights only.
 
     Memory-maps the file, so only the pickled structure is read, not the tensors.
+
+    Raises:
+        UnsafeCheckpointError: The file pickles a type outside the allow-list.
     """
     try:
         checkpoint = load_checkpoint_file(path, map_location='cpu', mmap=True)
+    except UnsafeCheckpointError:
+        raise
     except (CheckpointLoadError, OSError, RuntimeError):
         return None
     meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
@@ -87,33 +96,62 @@ def _candidates(work_dir: str) -> List[str]:
     return found
 
 
+def _move_aside(path: str) -> str:
+    """Rename a truncated checkpoint so that the resumed run cannot overwrite it."""
+    target, n = path + INCOMPLETE_SUFFIX, 1
+    while osp.exists(target):
+        target, n = f'{path}{INCOMPLETE_SUFFIX}.{n}', n + 1
+    os.replace(path, target)
+    return target
+
+
 def find_newest_complete_checkpoint(work_dir: str) -> Optional[str]:
     """The resumable checkpoint with the most training iterations in ``work_dir``.
 
-    Drop-in for mmengine's ``find_latest_checkpoint``: instead of trusting ``last_checkpoint``,
-    every ``*.pth`` file (and the folder that pointer names, for ``CheckpointHook(out_dir=...)``)
-    is checked; truncated, non-checkpoint and weights-only files are skipped. Ties (same
-    iteration) go to the most recently written file.
+    Replaces mmengine's ``find_latest_checkpoint`` in :class:`~mae_mm.engine.MAERunner`:
+    instead of trusting ``last_checkpoint``, every ``*.pth`` file (and the folder that pointer
+    names, for ``CheckpointHook(out_dir=...)``) is checked. Weights-only files are skipped;
+    truncated files are moved aside (by the main process) so that they are kept, not
+    overwritten. Ties (same iteration) go to the most recently written file.
 
     Args:
         work_dir (str): The run's work directory.
 
     Returns:
         str | None: Path of the checkpoint to resume from, or None (start from scratch).
+
+    Raises:
+        UnsafeCheckpointError: Some complete checkpoint cannot be read safely; the run must not
+            start over on top of it.
     """
-    ranked, skipped = [], []
+    ranked, incomplete, unsafe, skipped = [], [], [], []
     for path in _candidates(work_dir):
-        progress = _progress(path) if is_complete_checkpoint(path) else None
+        if not is_complete_checkpoint(path):
+            incomplete.append(path)
+            continue
+        try:
+            progress = _progress(path)
+        except UnsafeCheckpointError:
+            unsafe.append(osp.basename(path))
+            continue
         if progress is None:
             skipped.append(osp.basename(path))
         else:
             ranked.append((progress, osp.getmtime(path), path))
+    if unsafe:
+        raise UnsafeCheckpointError(
+            f'cannot auto-resume in {work_dir}: checkpoints {unsafe} pickle types outside the '
+            'safe allow-list; if you trust them set MAE_MM_TRUSTED_CHECKPOINTS=1, otherwise move '
+            'them out of the work_dir to start from scratch (nothing was overwritten)')
+    if incomplete and is_main_process():
+        moved = [osp.basename(_move_aside(path)) for path in incomplete]
+        print_log(f'auto-resume: truncated checkpoints moved aside (kept, not resumed from): '
+                  f'{moved}', logger='current', level=logging.WARNING)
     partial = [name for name in (os.listdir(work_dir) if osp.isdir(work_dir) else [])
                if name.startswith('.') and name.endswith('.tmp')]
     if skipped or partial:
-        print_log(f'auto-resume ignores incomplete or non-resumable files in {work_dir}: '
-                  f'{sorted(skipped + partial)}', logger='current',
-                  level=logging.WARNING)
+        print_log(f'auto-resume ignores weights-only and partial files in {work_dir}: '
+                  f'{sorted(skipped + partial)}', logger='current', level=logging.WARNING)
     if not ranked:
         print_log(f'auto-resume: no complete checkpoint in {work_dir}; training starts from '
                   'scratch', logger='current')
@@ -122,23 +160,3 @@ def find_newest_complete_checkpoint(work_dir: str) -> Optional[str]:
     print_log(f'auto-resume: newest complete checkpoint is {path} (epoch {epoch}, iteration '
               f'{iteration})', logger='current')
     return path
-
-
-def install() -> None:
-    """Make mmengine save atomically and auto-resume from complete checkpoints (idempotent).
-
-    Both functions are replaced where they are defined and in the namespaces that imported them
-    (``Runner``, ``FlexibleRunner``, ``mmengine.runner``); the strategies of ``FlexibleRunner``
-    and ``CheckpointHook`` look them up at call time.
-    """
-    global _mmengine_save_checkpoint
-    import mmengine.runner as package
-    import mmengine.runner._flexible_runner as flexible_runner_module
-    import mmengine.runner.checkpoint as checkpoint_module
-    import mmengine.runner.runner as runner_module
-    if _mmengine_save_checkpoint is None:
-        _mmengine_save_checkpoint = checkpoint_module.save_checkpoint
-    for module in (checkpoint_module, package, runner_module):
-        module.save_checkpoint = save_checkpoint_atomically
-    for module in (checkpoint_module, package, runner_module, flexible_runner_module):
-        module.find_latest_checkpoint = find_newest_complete_checkpoint

@@ -2,7 +2,8 @@
 
 mmengine's Runner loads ``load_from`` and ``--resume`` checkpoints with ``strict=False`` and prints
 one long, ungrouped warning of missing and unexpected keys that is easy to miss: training then goes
-on with part of the model left at its initial values. :func:`install` wraps the Runner's loading:
+on with part of the model left at its initial values. :class:`mae_mm.engine.MAERunner` loads
+through :func:`load_checkpoint_to_model_checked` instead:
 
 - keys are compared *after* the model's own load hooks (``MaskedAutoencoder`` converts official,
   timm and mmpretrain files), and reported grouped (``blocks.{0-11}.attn.qkv.{bias,weight}``) by
@@ -11,17 +12,17 @@ on with part of the model left at its initial values. :func:`install` wraps the 
   backbones add and MAE checkpoints never hold, are expected-missing: reported, not an error;
 - in a mae-mm run (``default_scope='mae_mm'``) any other mismatch raises
   :class:`CheckpointKeyMismatchError`, one line naming the file, the keys and the fix (the full
-  report is logged first); in other scopes (an mmdet or mmseg run that imports mae_mm) the report
+  report is logged first); in other scopes (an mmdet or mmseg run with mae-mm's runner) the report
   is a warning and loading goes on as in mmengine, because their recipes rely on partial loading
   (e.g. ``load_from`` a COCO detector into a detector with other classes).
 """
-import contextvars
-import functools
 import re
+from collections import OrderedDict
 from typing import List, Mapping, Sequence, Tuple
 
 from mmengine.logging import MMLogger
 from mmengine.model import is_model_wrapper
+from mmengine.runner import load_state_dict
 from mmengine.registry import DefaultScope
 
 from mae_mm.registry import SCOPE
@@ -34,8 +35,6 @@ EXPECTED_MISSING_PATTERNS = (r'rel_pos', r'relative_position')
 _SIZE_MISMATCH = re.compile(
     r'size mismatch for (\S+): copying a param with shape torch\.Size\((\[[^\]]*\])\) from '
     r'checkpoint, the shape in current model is torch\.Size\((\[[^\]]*\])\)')
-_source = contextvars.ContextVar('checkpoint being loaded', default='checkpoint')
-_mmengine_load_to_model = None
 
 
 class CheckpointKeyMismatchError(ValueError):
@@ -95,16 +94,34 @@ def mismatch_message(source: str, mismatch: KeyMismatch) -> str:
             "model.backbone.init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')")
 
 
-def load_checkpoint_to_model_checked(model, checkpoint, strict: bool = False, logger=None,
+def load_checkpoint_to_model_checked(model, checkpoint, source: str = 'checkpoint',
+                                     strict: bool = False,
                                      revise_keys=((r'^module\.', ''), )):
-    """mmengine's ``_load_checkpoint_to_model`` (same arguments) with the key check above."""
-    source = _source.get()
+    """Load ``checkpoint`` into ``model`` as mmengine's Runner does, with the key check above.
+
+    Args:
+        model (nn.Module): The model, possibly wrapped (DDP).
+        checkpoint (Mapping): A loaded checkpoint (``state_dict`` inside, or the state dict).
+        source (str): The file's name, for the report.
+        strict (bool): Raise on any mismatch (mmengine's ``strict``).
+        revise_keys (Sequence[tuple[str, str]]): ``(pattern, replacement)`` rewrites of the
+            checkpoint's keys, as mmengine's (``module.`` prefixes of wrapped models).
+
+    Returns:
+        Mapping: ``checkpoint``.
+    """
     if not isinstance(checkpoint, Mapping):
         raise CheckpointLoadError(
             f'{source!r} is not a checkpoint: it holds a {type(checkpoint).__name__}, not a dict '
             'with a state_dict; use a file written by a training run or by '
             'tools/model_converters/')
     target = model.module if is_model_wrapper(model) else model
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    metadata = getattr(state_dict, '_metadata', OrderedDict())
+    for pattern, replacement in revise_keys:
+        state_dict = OrderedDict((re.sub(pattern, replacement, k), v)
+                                 for k, v in state_dict.items())
+    state_dict._metadata = metadata
     outcome = {}
 
     def capture(module, state_dict, prefix, local_metadata, strict_, missing, unexpected,
@@ -116,8 +133,8 @@ def load_checkpoint_to_model_checked(model, checkpoint, strict: bool = False, lo
     handle = target.register_load_state_dict_pre_hook(capture)
     try:
         # 'silent': mmengine's own ungrouped warning is replaced by the report below.
-        checkpoint = _mmengine_load_to_model(model, checkpoint, strict,
-                                             logger if strict else 'silent', list(revise_keys))
+        load_state_dict(target, state_dict, strict=strict,
+                        logger=MMLogger.get_current_instance() if strict else 'silent')
     finally:
         handle.remove()
     if outcome:
@@ -137,30 +154,3 @@ def _report(source: str, mismatch: KeyMismatch) -> None:
         logger.error(report)
         raise CheckpointKeyMismatchError(mismatch_message(source, mismatch))
     logger.warning(report)
-
-
-def _remember_source(load_checkpoint):
-    """Wrap ``Runner.load_checkpoint`` so that the check above can name the file."""
-
-    @functools.wraps(load_checkpoint)
-    def wrapper(self, filename, *args, **kwargs):
-        token = _source.set(str(filename))
-        try:
-            return load_checkpoint(self, filename, *args, **kwargs)
-        finally:
-            _source.reset(token)
-
-    wrapper.__wrapped_by_mae_mm__ = True
-    return wrapper
-
-
-def install() -> None:
-    """Check the keys of every checkpoint mmengine's Runner loads (idempotent)."""
-    global _mmengine_load_to_model
-    import mmengine.runner.runner as runner_module
-    if _mmengine_load_to_model is None:
-        _mmengine_load_to_model = runner_module._load_checkpoint_to_model
-    runner_module._load_checkpoint_to_model = load_checkpoint_to_model_checked
-    runner_cls = runner_module.Runner
-    if not getattr(runner_cls.load_checkpoint, '__wrapped_by_mae_mm__', False):
-        runner_cls.load_checkpoint = _remember_source(runner_cls.load_checkpoint)

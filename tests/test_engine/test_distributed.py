@@ -11,8 +11,8 @@ import pytest
 import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmengine.runner import Runner
 
+from mae_mm.engine import build_runner
 from mae_mm.registry import HOOKS
 from mae_mm.utils.compat import load_checkpoint_file
 from ..conftest import REPO_ROOT, tiny_pretrain_cfg
@@ -68,7 +68,7 @@ def test_two_and_four_ranks_equal_one_rank(photo_folder, tmp_path):
         config.experiment_name = f'{tmp_path.name}_np{nproc}'
         return config
 
-    single = Runner.from_cfg(cfg(1))
+    single = build_runner(cfg(1))
     single.train()
     reference = single.model.state_dict()
     for nproc in (2, 4):

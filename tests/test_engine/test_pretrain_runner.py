@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import torch
-from mmengine.runner import Runner
 
+from mae_mm.engine import build_runner
 from ..conftest import REPO_ROOT, tiny_pretrain_cfg
 
 
@@ -22,7 +22,7 @@ def _losses(work_dir):
 
 def test_runner_training_lowers_the_loss(photo_folder, tmp_path):
     cfg = tiny_pretrain_cfg(photo_folder, tmp_path, max_epochs=6)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
     losses = _losses(tmp_path)
     assert len(losses) == 6 * 64 // 8
@@ -129,7 +129,7 @@ def test_runner_trains_a_compiled_model_with_bf16_autocast(photo_folder, tmp_pat
     cfg = tiny_pretrain_cfg(photo_folder, tmp_path, max_epochs=1, **{
         'model.compile': True, 'train_dataloader.dataset.indices': 32,
         'optim_wrapper.type': 'MixedPrecisionOptimWrapper'})
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
     losses = _losses(tmp_path)
     assert len(losses) == 4 and all(0 < v < 10 for v in losses)

@@ -9,6 +9,7 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
+from mae_mm.engine import MAERunner, build_runner
 from ..conftest import REPO_ROOT, tiny_pretrain_cfg
 from .test_reliability_utils import one_intra_op_thread  # noqa: F401
 
@@ -74,7 +75,7 @@ def test_gradient_clipping_by_config_runs_with_the_recipe_wrapper(photo_folder, 
                                 'train_dataloader.dataset.indices': 8,
                                 'optim_wrapper.type': 'MixedPrecisionOptimWrapper',
                                 'optim_wrapper.clip_grad.max_norm': max_norm})
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     probe = _GradNormProbe()
     runner.register_hook(probe)
     runner.train()
@@ -90,8 +91,9 @@ def test_gradient_clipping_by_config_runs_with_the_recipe_wrapper(photo_folder, 
 
 
 def test_other_scopes_get_a_key_report_not_an_error(tmp_path, capsys):
-    """An mmpretrain-scope run (e.g. mmdet/mmseg/mmpretrain configs importing mae_mm) keeps
-    mmengine's partial loading, with the grouped report as a warning."""
+    """An mmpretrain-scope run with mae-mm's runner (e.g. an mmdet/mmseg/mmpretrain config with
+    runner_type='mae_mm.MAERunner') keeps mmengine's partial loading, with the grouped report as
+    a warning."""
     model = dict(type='mmpretrain.ImageClassifier',
                  data_preprocessor=dict(type='mmpretrain.ClsDataPreprocessor'),
                  backbone=dict(type='mmpretrain.VisionTransformer',
@@ -103,8 +105,9 @@ def test_other_scopes_get_a_key_report_not_an_error(tmp_path, capsys):
     state.pop('backbone.ln1.weight')
     state['head.extra.weight'] = torch.zeros(2)
     torch.save({'state_dict': state}, tmp_path / 'partial.pth')
-    runner = Runner(model=model, work_dir=str(tmp_path / 'b'), default_scope='mmpretrain',
-                    load_from=str(tmp_path / 'partial.pth'), experiment_name=f'{tmp_path.name}_b')
+    runner = MAERunner(model=model, work_dir=str(tmp_path / 'b'), default_scope='mmpretrain',
+                       load_from=str(tmp_path / 'partial.pth'),
+                       experiment_name=f'{tmp_path.name}_b')
     runner.load_or_resume()
     log = capsys.readouterr().out
     assert 'WARNING - checkpoint' in log and 'MISSING in the checkpoint' in log

@@ -5,9 +5,9 @@ import shutil
 import time
 
 import pytest
-from mmengine.runner import Runner
 
 from mae_mm.datasets import reset_skipped_image_count, skipped_image_count
+from mae_mm.engine import build_runner
 from ..conftest import tiny_pretrain_cfg
 from .test_reliability_utils import one_intra_op_thread  # noqa: F401
 
@@ -32,7 +32,7 @@ def test_corrupt_images_are_skipped_with_the_count_in_the_log(photo_folder, tmp_
                             experiment_name=f'{tmp_path.name}_{time.time_ns()}', **{
                                 'train_dataloader.num_workers': 2,
                                 'train_dataloader.sampler.shuffle': False})
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
     assert runner.iter == 4
 

@@ -5,8 +5,8 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.hooks import Hook
-from mmengine.runner import Runner
 
+from mae_mm.engine import build_runner
 from mae_mm.engine.checkpoint_files import find_newest_complete_checkpoint
 from mae_mm.engine.hooks.nonfinite_guard_hook import NonFiniteGuardHook, NonFiniteLossError
 from mae_mm.utils.compat import load_checkpoint_file
@@ -66,7 +66,7 @@ def _guard(runner) -> NonFiniteGuardHook:
 @pytest.mark.parametrize('kind', ['loss', 'grad'])
 def test_isolated_nonfinite_update_is_skipped_and_training_goes_on(photo_folder, tmp_path,
                                                                    capsys, kind):
-    runner = Runner.from_cfg(_cfg(photo_folder, tmp_path))
+    runner = build_runner(_cfg(photo_folder, tmp_path))
     inject = InjectNonFinite([2, 5], kind)
     runner.register_hook(inject)
     runner.train()
@@ -86,7 +86,7 @@ def test_isolated_nonfinite_update_is_skipped_and_training_goes_on(photo_folder,
 
 
 def test_diverging_run_stops_with_checkpoint_of_last_good_state(photo_folder, tmp_path):
-    runner = Runner.from_cfg(_cfg(photo_folder, tmp_path))
+    runner = build_runner(_cfg(photo_folder, tmp_path))
     inject = InjectNonFinite(range(2, 8), 'loss')  # NaN from the third iteration on
     weights_after_two = {}
 
@@ -118,7 +118,7 @@ def test_diverging_run_stops_with_checkpoint_of_last_good_state(photo_folder, tm
     assert find_newest_complete_checkpoint(str(tmp_path)) == path
 
     # Resuming (after fixing the cause) continues from there, in the middle of epoch 2.
-    resumed = Runner.from_cfg(_cfg(photo_folder, tmp_path, resume=True))
+    resumed = build_runner(_cfg(photo_folder, tmp_path, resume=True))
     resumed.train()
     assert resumed.iter == 8 and (_guard(resumed).skipped_total, _guard(resumed).consecutive) \
         == (3, 0)
@@ -130,7 +130,7 @@ def test_overflow_with_dynamic_loss_scaling_lowers_the_scale(photo_folder, tmp_p
     scale; the guard counts it."""
     cfg = _cfg(photo_folder, tmp_path, max_epochs=1, **{
         'optim_wrapper.type': 'MixedPrecisionOptimWrapper'})
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     scales = []
 
     class UseGradScaler(Hook):

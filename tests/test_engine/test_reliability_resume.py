@@ -10,10 +10,10 @@ import time
 
 import pytest
 import torch
-from mmengine.runner import Runner
 
-from mae_mm.engine.checkpoint_files import (find_newest_complete_checkpoint,
-                                            save_checkpoint_atomically)
+from mae_mm.engine import build_runner
+from mae_mm.engine.checkpoint_files import find_newest_complete_checkpoint
+from mae_mm.utils.checkpoint import save_checkpoint_atomic
 from mae_mm.utils.compat import load_checkpoint_file
 from ..conftest import REPO_ROOT
 from .test_reliability_utils import one_intra_op_thread, small_cfg  # noqa: F401
@@ -80,9 +80,12 @@ def test_killed_run_resumes_bit_for_bit(photo_folder, tmp_path):
     resumed.wait(timeout=240)
     log = open(f'{killed_dir}.out').read()
     assert resumed.returncode == 0, log[-3000:]
-    assert 'auto-resume ignores incomplete or non-resumable files' in log
-    assert "'.iter_99.pth.0123456789ab.tmp', 'iter_99.pth'" in log
-    assert 'newest complete checkpoint is' in log and 'Auto resumed from' in log
+    assert "truncated checkpoints moved aside (kept, not resumed from): ['iter_99.pth.incomplete']" \
+        in log
+    assert "partial files in" in log and "['.iter_99.pth.0123456789ab.tmp']" in log
+    assert f'newest complete checkpoint is {survivors[-1]}' in log
+    # the truncated file is kept under another name, not overwritten by the resumed run
+    assert (killed_dir / 'iter_99.pth.incomplete').stat().st_size > 0
     assert uninterrupted.wait(timeout=240) == 0, open(f'{uninterrupted_dir}.out').read()[-3000:]
     _assert_same_training_state(uninterrupted_dir / 'iter_16.pth', killed_dir / 'iter_16.pth')
 
@@ -94,7 +97,7 @@ def test_resume_from_epoch_checkpoint_skips_a_truncated_newer_one(photo_folder, 
     checkpoint before writing the next, so a crash during that write would leave none; one more
     is kept."""
     uninterrupted = tmp_path / 'uninterrupted'
-    Runner.from_cfg(small_cfg(photo_folder, uninterrupted, max_epochs=2, **{
+    build_runner(small_cfg(photo_folder, uninterrupted, max_epochs=2, **{
         'default_hooks.checkpoint.max_keep_ckpts': 1})).train()
     assert sorted(p.name for p in uninterrupted.glob('*.pth')) == ['epoch_1.pth', 'epoch_2.pth']
 
@@ -106,7 +109,7 @@ def test_resume_from_epoch_checkpoint_skips_a_truncated_newer_one(photo_folder, 
     (resumed_dir / 'last_checkpoint').write_text(str(resumed_dir / 'epoch_2.pth'))
     assert find_newest_complete_checkpoint(str(resumed_dir)) == str(resumed_dir / 'epoch_1.pth')
 
-    runner = Runner.from_cfg(small_cfg(photo_folder, resumed_dir, max_epochs=2, resume=True))
+    runner = build_runner(small_cfg(photo_folder, resumed_dir, max_epochs=2, resume=True))
     runner.train()
     assert runner.iter == 8
     _assert_same_training_state(uninterrupted / 'epoch_2.pth', resumed_dir / 'epoch_2.pth')
@@ -124,10 +127,10 @@ def test_iteration_based_loop_resumes_exactly(photo_folder, tmp_path):
         config.param_scheduler = [dict(type='CosineAnnealingLR', T_max=8, by_epoch=False)]
         return config
 
-    Runner.from_cfg(cfg(tmp_path / 'uninterrupted')).train()
+    build_runner(cfg(tmp_path / 'uninterrupted')).train()
     (tmp_path / 'resumed').mkdir()
     shutil.copy(tmp_path / 'uninterrupted' / 'iter_3.pth', tmp_path / 'resumed')
-    Runner.from_cfg(cfg(tmp_path / 'resumed', resume=True)).train()
+    build_runner(cfg(tmp_path / 'resumed', resume=True)).train()
     _assert_same_training_state(tmp_path / 'uninterrupted' / 'iter_8.pth',
                                 tmp_path / 'resumed' / 'iter_8.pth')
 
@@ -145,9 +148,9 @@ class _PausesWhilePickled:
 
 
 def _save_slowly(path: str, marker: str) -> None:
-    save_checkpoint_atomically({'meta': {'iter': 8, 'epoch': 2}, 'message_hub': {},
-                                'state_dict': {'w': torch.full((4, ), 2.0)},
-                                'blocker': _PausesWhilePickled(marker)}, path)
+    save_checkpoint_atomic({'meta': {'iter': 8, 'epoch': 2}, 'message_hub': {},
+                            'state_dict': {'w': torch.full((4, ), 2.0)},
+                            'blocker': _PausesWhilePickled(marker)}, path)
 
 
 def test_checkpoint_write_killed_midway_leaves_previous_checkpoint(tmp_path):
@@ -155,7 +158,7 @@ def test_checkpoint_write_killed_midway_leaves_previous_checkpoint(tmp_path):
     epoch_1.pth loadable, no epoch_2.pth, and auto-resume ignores the partial temporary file."""
     previous = {'meta': {'iter': 4, 'epoch': 1}, 'message_hub': {},
                 'state_dict': {'w': torch.ones(4)}}
-    save_checkpoint_atomically(previous, str(tmp_path / 'epoch_1.pth'))
+    save_checkpoint_atomic(previous, str(tmp_path / 'epoch_1.pth'))
     marker = str(tmp_path / 'writing')
     writer = multiprocessing.get_context('fork').Process(
         target=_save_slowly, args=(str(tmp_path / 'epoch_2.pth'), marker))
@@ -175,6 +178,6 @@ def test_checkpoint_write_killed_midway_leaves_previous_checkpoint(tmp_path):
     assert find_newest_complete_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_1.pth')
 
     # an atomic write that completes replaces the file as a whole
-    save_checkpoint_atomically(dict(previous, meta={'iter': 8, 'epoch': 2}),
-                               str(tmp_path / 'epoch_2.pth'))
+    save_checkpoint_atomic(dict(previous, meta={'iter': 8, 'epoch': 2}),
+                           str(tmp_path / 'epoch_2.pth'))
     assert find_newest_complete_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_2.pth')

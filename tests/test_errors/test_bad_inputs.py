@@ -7,6 +7,7 @@ import pytest
 import torch
 from mmengine.runner import Runner
 
+from mae_mm.engine import build_runner
 from mae_mm.engine.checkpoint_key_check import CheckpointKeyMismatchError
 from mae_mm.utils.compat import CheckpointLoadError
 from ..conftest import tiny_pretrain_cfg
@@ -29,7 +30,7 @@ def _cfg(photo_folder, tmp_path, **overrides):
 def _train_until_error(cfg, expected=Exception):
     """Build the runner and start training; the error must come before the first iteration."""
     with pytest.raises(expected) as error:
-        runner = Runner.from_cfg(cfg)
+        runner = build_runner(cfg)
         runner.train()
     assert not os.path.exists(os.path.join(cfg.work_dir, 'epoch_1.pth'))
     return error
@@ -97,7 +98,7 @@ def test_empty_image_folder(photo_folder, tmp_path):
 def _save_model_checkpoint(photo_folder, tmp_path, name, **overrides):
     """A real checkpoint file of a (possibly differently configured) tiny MAE."""
     cfg = _cfg(photo_folder, tmp_path / name, **overrides)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     path = tmp_path / f'{name}.pth'
     torch.save({'meta': {}, 'state_dict': runner.model.state_dict()}, path)
     return str(path)

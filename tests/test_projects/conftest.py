@@ -83,7 +83,7 @@ def mae_checkpoint(photo_folder, tmp_path_factory) -> str:
         'model.backbone.patch_size': PATCH,
         'train_dataloader.dataset.pipeline.0.scale': PRETRAIN_IMG,
     })
-    Runner.from_cfg(cfg).train()
+    build_runner(cfg).train()
     path = osp.join(work_dir, 'epoch_2.pth')
     assert osp.isfile(path)
     return path
@@ -252,7 +252,7 @@ def build_test_runner(config: str, options: dict, checkpoint: str, work_dir) -> 
     args.cfg_options = options
     TOOLS_TEST.merge_args(cfg, args)
     cfg.model.backbone.arch = dict(TINY_ARCH)
-    return Runner.from_cfg(cfg)
+    return build_runner(cfg)
 
 
 class RecordHook(Hook):

@@ -11,7 +11,7 @@ def run_tiny_pretraining(data_root, work_dir, epochs: int = 1, images: int = 8,
                          batch_size: int = 4, custom_hooks=(), seed: int = 0):
     """Train the real pretraining config, shrunk, for ``epochs`` x ``images / batch_size``
     iterations; returns the finished Runner (checkpoints ``epoch_N.pth`` in ``work_dir``)."""
-    from mmengine.runner import Runner
+    from mae_mm.engine import build_runner
     cfg = tiny_pretrain_cfg(data_root, work_dir, max_epochs=epochs, batch_size=batch_size,
                             **{'train_dataloader.dataset.indices': images})
     # Added to the runtime's own hooks, as a user config would.
@@ -19,7 +19,7 @@ def run_tiny_pretraining(data_root, work_dir, epochs: int = 1, images: int = 8,
     cfg.randomness = dict(seed=seed)
     # Runners created within the same second would otherwise share a visualizer instance.
     cfg.experiment_name = f'tiny_{uuid.uuid4().hex[:8]}'
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
     return runner
 

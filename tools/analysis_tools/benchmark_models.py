@@ -20,7 +20,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import (FlopCounterMode, sdpa_backward_flop_count,
                                       sdpa_flop_count)
 
-import mae_mm  # noqa: F401  (registry, compat patches)
+import mae_mm  # noqa: F401  (registries)
 from mae_mm.models.backbones.masked_vit import resolve_arch
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}

@@ -162,10 +162,10 @@ def execute(kind: str, name: str, work_root: str, iters: int, seed: int, sizes: 
         tuple: ``(RunResult, model or None)``; the model is returned when ``keep_model``.
     """
     import torch
-    from mmengine.runner import Runner
+    from mae_mm.engine import build_runner
     cfg = build_config(kind, name, work_root, iters, seed, sizes, **config_args)
     started = time.time()
-    runner = Runner.from_cfg(formatted_once(cfg))
+    runner = build_runner(formatted_once(cfg))
     torch.set_num_threads(threads)
     runner.train()
     train_seconds = time.time() - started

@@ -4,8 +4,14 @@
 # as mmseg's configs/mae recipe. Model, data, schedule and runtime come from that mmseg config
 # (default scope 'mmseg'); only the backbone and the optimizer are mae-mm's ('mae_mm.' prefix).
 _base_ = 'mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py'
-# Registers mae-mm's modules and its checkpoint-loading fixes for torch >= 2.6.
+# Registers mae-mm's modules (reached with the 'mae_mm.' prefix from this scope).
 custom_imports = dict(imports=['mae_mm.models', 'mae_mm.engine'], allow_failed_imports=False)
+# mae-mm's runner (opt-in): atomic checkpoint writes, auto-resume from the newest complete
+# checkpoint, safe loading on torch >= 2.6, grouped checkpoint key report. Delete the line for
+# mmengine's stock Runner; mae-mm's modules work with either.
+runner_type = 'mae_mm.MAERunner'
+# Resume continues with the same random streams and data position as the uninterrupted run.
+custom_hooks = [dict(type='mae_mm.ExactResumeHook')]
 
 # The one line to change: the MAE checkpoint. This is where
 # `tools/train.py configs/mae_vit-b_1600e.py` writes its last one; official MAE
