@@ -22,6 +22,37 @@ from small_scale_runs import DataSizes, build_config, schedule  # noqa: E402
 SMOKE = DataSizes(pretrain=256, labels_all=256, labels_10pct=64, probe=256, test=200)
 
 
+def logistic_regression_correct(train_size, test_size, max_iter):
+    """Correct predictions of a raw-pixel logistic regression (C=0.1) fitted on the study's
+    stratified draw of ``train_size`` Fashion-MNIST training images (seed 0), counted on its
+    draw of ``test_size`` test images and on the whole 10k test split."""
+    import warnings
+
+    import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    from mae_mm.datasets import FashionMNIST
+    root = '/usr/share/datasets/fashion-mnist'
+    train = FashionMNIST(data_root=root, split='train', num_samples=train_size, seed=0)
+    test = FashionMNIST(data_root=root, split='test', num_samples=test_size, seed=0)
+    full_test = FashionMNIST(data_root=root, split='test', seed=0)
+    assert len(train.labels) == train_size and len(full_test.labels) == 10000
+    assert np.bincount(test.labels).tolist() == [test_size // 10] * 10  # stratified
+
+    def pixels(dataset):
+        return dataset.images.reshape(len(dataset.images), -1).astype(np.float32) / 255.0
+
+    # One BLAS thread, as in the tool's run (OMP_NUM_THREADS=1): the same fitted weights.
+    with threadpool_limits(limits=1), warnings.catch_warnings():
+        warnings.simplefilter('ignore', ConvergenceWarning)
+        classifier = LogisticRegression(C=0.1, max_iter=max_iter).fit(pixels(train),
+                                                                      train.labels)
+        return {name: int((classifier.predict(pixels(data)) == data.labels).sum())
+                for name, data in (('test', test), ('full_test', full_test))}
+
+
 def test_smoke_run_writes_page_json_and_plots(tmp_path):
     out, work = tmp_path / 'out', tmp_path / 'work'
     proc = subprocess.run(
@@ -41,13 +72,27 @@ def test_smoke_run_writes_page_json_and_plots(tmp_path):
                  'pretrain_ablation_mask-0.25', 'ablation_linear_no-norm-pix',
                  'ablation_finetune_10pct_decoder-depth-1'):
         assert name in runs, name
+    # Every accuracy is measured on the smoke test set (200 images): a whole number of correct
+    # predictions out of 200 (mmpretrain's Accuracy is float32: k / 200 in percent is exact).
+    assert record['sizes'] == SMOKE.__dict__
+    test_size = SMOKE.test
     for run in record['runs']:
         assert run['iters'] == 2
         if run['kind'] == 'pretrain':
             assert osp.isfile(run['checkpoint']) and math.isfinite(run['loss_last'])
+            assert run['top1'] is None
         else:
-            assert 0.0 <= run['top1'] <= 100.0
-    assert 0.0 < record['logistic_regression']['top1'] <= 100.0
+            correct = round(run['top1'] * test_size / 100)
+            assert 0 <= correct <= test_size, run
+            assert run['top1'] == pytest.approx(100.0 * correct / test_size, abs=1e-4), run
+    # The raw-pixel baseline recomputed here: the same classifier (sklearn, C=0.1, 20 lbfgs
+    # iterations in the smoke run) fitted on the probe's 256 training images and its predictions
+    # counted on the 200 smoke test images and on the full 10k test split.
+    expected = logistic_regression_correct(SMOKE.probe, SMOKE.test, max_iter=20)
+    baseline = record['logistic_regression']
+    assert baseline['top1'] == pytest.approx(100.0 * expected['test'] / SMOKE.test, abs=1e-9)
+    assert baseline['top1_full_test'] == pytest.approx(100.0 * expected['full_test'] / 10000,
+                                                       abs=1e-9)
     page = (out / 'small_scale.md').read_text()
     assert 'SMOKE RUN' in page and '--smoke' in page and 'Status: complete' in page
     for png in ('finetune', 'linear_probe', 'mask_ratio', 'decoder_normpix', 'recon'):
