@@ -12,7 +12,7 @@ arch = dict(embed_dims=64, num_layers=4, num_heads=4, feedforward_channels=256)
 model = dict(
     type='MaskedAutoencoder',
     data_preprocessor=dict(
-        type='mmpretrain.SelfSupDataPreprocessor', mean=fmnist_mean, std=fmnist_std,
+        type='mae_mm.MAEDataPreprocessor', mean=fmnist_mean, std=fmnist_std,
         to_rgb=False),
     backbone=dict(type='MaskedViT', arch=arch, img_size=32, patch_size=4, mask_ratio=0.75,
                   mask_strategy='random'),

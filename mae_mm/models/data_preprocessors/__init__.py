@@ -1,0 +1,3 @@
+from .mae_data_preprocessor import MAEDataPreprocessor
+
+__all__ = ['MAEDataPreprocessor']
