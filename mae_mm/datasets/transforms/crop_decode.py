@@ -2,19 +2,34 @@
 
 The extension is built by ``pip install`` when libjpeg(-turbo) headers are present
 (``tools/setup_env.sh`` installs them); without it :class:`FastRandomResizedCrop` falls back to
-OpenCV + Pillow and gives the same pixels, only slower. ``available()`` says which is in use.
+OpenCV + Pillow and gives the same pixels, only slower. ``available()`` says which is in use;
+``warn_if_unavailable()`` logs once per process which package to install (FastRandomResizedCrop
+calls it when built). ``MAE_MM_DISABLE_CROP_DECODE=1`` in the environment forces the fallback.
 """
 import math
+import os
 from functools import lru_cache
 from typing import Optional, Tuple
 
 import numpy as np
+from mmengine.logging import MMLogger
 from PIL import Image
 
-try:
-    from . import _crop_decode
-except ImportError:  # built without libjpeg headers
+# Set to 1 to force the fallback (tests; comparing the two paths).
+DISABLE_ENV = 'MAE_MM_DISABLE_CROP_DECODE'
+
+if os.environ.get(DISABLE_ENV, '').strip() not in ('', '0'):
     _crop_decode = None
+    _unavailable_reason = f'disabled by {DISABLE_ENV}={os.environ[DISABLE_ENV]}'
+else:
+    try:
+        from . import _crop_decode
+        _unavailable_reason = None
+    except ImportError as _err:  # built without libjpeg headers
+        _crop_decode = None
+        _unavailable_reason = f'not importable: {_err}'
+
+_warned = False
 
 _BICUBIC_SUPPORT = 2.0
 
@@ -22,6 +37,32 @@ _BICUBIC_SUPPORT = 2.0
 def available() -> bool:
     """Whether the compiled region decoder / resizer is importable."""
     return _crop_decode is not None
+
+
+def missing_extension_message(reason: Optional[str] = None) -> str:
+    """What the warning about a missing extension says: why, the path taken instead, the fix."""
+    reason = reason or _unavailable_reason or 'not importable'
+    return ('mae_mm: FastRandomResizedCrop runs without its compiled JPEG region decoder '
+            f'(mae_mm.datasets.transforms._crop_decode: {reason}). It takes the slower path '
+            'instead: each image is decoded whole (OpenCV, as LoadImageFromFile) and the crop '
+            "resized by Pillow: same pixels, at mmpretrain's speed (about 2x slower than the "
+            'decoder on ImageNet-size JPEGs, 4x on large photos; docs/benchmarks.md). To build '
+            'it, install the libjpeg-turbo headers (Debian: apt-get install libjpeg62-turbo-dev; '
+            'Ubuntu: libjpeg-turbo8-dev; conda: libjpeg-turbo; Fedora: libjpeg-turbo-devel) and '
+            'reinstall mae-mm (pip install -e . or pip install . in its checkout).')
+
+
+def warn_if_unavailable() -> Optional[str]:
+    """Log :func:`missing_extension_message` once per process when the extension is missing
+    (called when a :class:`FastRandomResizedCrop` is built). Returns the message when it was
+    logged by this call, None otherwise."""
+    global _warned
+    if _crop_decode is not None or _warned:
+        return None
+    _warned = True
+    message = missing_extension_message()
+    MMLogger.get_current_instance().warning(message)
+    return message
 
 
 def jpeg_info(data: bytes) -> Tuple[int, int, int]:

@@ -55,7 +55,8 @@ class FastRandomResizedCrop(RandomResizedCrop):
 
     Non-JPEG files, EXIF-rotated JPEGs, CMYK JPEGs, other interpolations, or an install without
     the compiled extension take the full-decode path (OpenCV decode as ``LoadImageFromFile``,
-    Pillow-exact resize): same pixels, slower.
+    Pillow-exact resize): same pixels, slower. A missing extension is logged once per process,
+    when the first bicubic instance is built, with the package to install.
 
     Output: ``img`` as uint8 BGR (H, W, 3), like ``LoadImageFromFile`` then the crop, plus
     ``img_shape`` and ``ori_shape`` (the file's (h, w)). A result dict that already holds a
@@ -89,6 +90,8 @@ class FastRandomResizedCrop(RandomResizedCrop):
                          interpolation=interpolation, backend='pillow')
         self.draft = draft
         self.region_decode = region_decode
+        if interpolation == 'bicubic':  # the paths that use the compiled extension
+            crop_decode.warn_if_unavailable()  # once per process, naming the package to install
         # Reading, error reporting and skipping are LoadImageSafe's, not re-implemented here.
         self.loader = LoadImageSafe(on_error=on_error, check_truncated=check_truncated,
                                     backend_args=backend_args)
