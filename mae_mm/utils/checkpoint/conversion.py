@@ -7,11 +7,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..compat import load_checkpoint_file
-from .formats import (FORMATS, TARGET_FORMATS, _MMPRETRAIN_DECODER_RULES,
-                      _MMPRETRAIN_ENCODER_RULES, _OFFICIAL_CLASSIFIER, _OFFICIAL_DECODER,
-                      _has_decoder, _has_encoder, _pos_embed_notes, detect_format,
-                      expected_keys, unwrap_state_dict)
+from .formats import (FORMATS, HF_ENCODER_PREFIX, HF_NAME_VERSIONS, TARGET_FORMATS,
+                      _MMPRETRAIN_DECODER_RULES, _MMPRETRAIN_ENCODER_RULES,
+                      _OFFICIAL_CLASSIFIER, _OFFICIAL_DECODER, _has_decoder, _has_encoder,
+                      _pos_embed_notes, detect_format, expected_keys, hf_drop_reason,
+                      hf_key_to_official, official_key_to_hf, unwrap_state_dict)
+from .hf import read_checkpoint
 from .key_report import (KeyMismatch, _duplicates, _group_pairs, group_keys,
                          split_key_mismatch)
 
@@ -143,9 +144,82 @@ def _to_mae_mm(state: Mapping[str, torch.Tensor], source: str):
         if unconverted:
             notes.append(f'{len(unconverted)} mmpretrain keys have no mae-mm counterpart and '
                          'were kept unchanged: ' + ', '.join(group_keys(unconverted)))
+    elif source == 'hf':
+        kept, dropped, notes = _hf_to_mae_mm(state)
     else:
         raise ValueError(f'unknown source format {source!r}: use one of {FORMATS}')
     return kept, dropped, notes
+
+
+def _grouped_name(keys: Sequence[str]) -> str:
+    """``a.{query,key,value}.weight`` for keys that differ in one part only."""
+    prefix = os.path.commonprefix(list(keys))
+    suffix = os.path.commonprefix([k[len(prefix):][::-1] for k in keys])[::-1]
+    middles = [k[len(prefix):len(k) - len(suffix)] for k in keys]
+    return f'{prefix}{{{",".join(middles)}}}{suffix}'
+
+
+def _hf_to_mae_mm(state: Mapping[str, torch.Tensor]):
+    """Hugging Face ViTMAE (transformers 4.x or 5.x names) -> mae-mm names; q/k/v are
+    concatenated into ``attn.qkv`` (rows q, k, v)."""
+    kept, dropped, notes, unconverted = [], [], [], []
+    parts: Dict[str, Dict[int, Tuple[str, torch.Tensor]]] = defaultdict(dict)
+    for key, value in state.items():
+        found = hf_key_to_official(key)
+        if found is None:
+            reason = hf_drop_reason(key)
+            if reason is not None:
+                dropped.append((key, reason))
+            else:
+                unconverted.append(key)
+                kept.append((key, key, value))
+            continue
+        official, row = found
+        dst = ('neck.' if _OFFICIAL_DECODER.match(official) else 'backbone.') + official
+        if row is None:
+            kept.append((key, dst, value))
+            continue
+        if dst not in parts:
+            kept.append((None, dst, None))  # the fused tensor goes where its query was
+        parts[dst][row] = (key, value)
+    for i, (src, dst, value) in enumerate(kept):
+        if src is not None:
+            continue
+        rows = parts[dst]
+        if sorted(rows) != [0, 1, 2]:
+            have = ', '.join(rows[r][0] for r in sorted(rows))
+            raise ValueError(f'the Hugging Face checkpoint has {have} but not all three of '
+                             f'query, key and value for {dst}: the file is incomplete')
+        shapes = {tuple(rows[r][1].shape[1:]) for r in range(3)}
+        if len(shapes) != 1:
+            raise ValueError(f'query, key and value for {dst} have different shapes '
+                             f'{[tuple(rows[r][1].shape) for r in range(3)]}')
+        kept[i] = (_grouped_name([rows[r][0] for r in range(3)]), dst,
+                   torch.cat([rows[r][1] for r in range(3)], dim=0))
+    if unconverted:
+        notes.append(f'{len(unconverted)} Hugging Face keys have no mae-mm counterpart and were '
+                     'kept unchanged: ' + ', '.join(group_keys(unconverted)))
+    return kept, dropped, notes
+
+
+def _official_to_hf_pairs(pairs, version: str, encoder_prefix: str):
+    """(src, official key, tensor) -> (src, Hugging Face key, tensor); ``attn.qkv`` is split
+    into q, k and v."""
+    out, dropped = [], []
+    for src, official, value in pairs:
+        names = official_key_to_hf(official, version, encoder_prefix)
+        if not names:
+            reason = ('norm after average pooling of a fine-tuned model' if
+                      official.startswith('fc_norm.') else 'not a ViTMAE parameter')
+            dropped.append((src, f'{reason} (no Hugging Face ViTMAE counterpart)'))
+        elif len(names) == 1:
+            out.append((src, names[0], value))
+        else:
+            if value.shape[0] % 3:
+                raise ValueError(f'{src} has {value.shape[0]} rows, not q, k and v of equal size')
+            out += [(src, name, chunk.clone())
+                    for name, chunk in zip(names, value.chunk(3, dim=0))]
+    return out, dropped
 
 
 def _mae_mm_to_official_pairs(kept, encoder_only: bool):
@@ -171,15 +245,19 @@ def _mae_mm_to_official_pairs(kept, encoder_only: bool):
 def convert_state_dict(state_or_ckpt: Mapping,
                        target: str = 'mae_mm',
                        encoder_only: bool = False,
-                       source: Optional[str] = None) -> ConversionResult:
+                       source: Optional[str] = None,
+                       hf_names: str = 'v4') -> ConversionResult:
     """Convert a checkpoint (or state dict) of any supported format.
 
     Args:
         state_or_ckpt (Mapping): A loaded checkpoint or a bare state dict.
-        target (str): ``'mae_mm'`` or ``'official'``.
+        target (str): ``'mae_mm'``, ``'official'`` or ``'hf'`` (Hugging Face
+            ``ViTMAEForPreTraining`` names; with ``encoder_only``, a bare ``ViTMAEModel``).
         encoder_only (bool): Leave the decoder out (an ``mae_pretrain_vit_*``-style file, or a
             mae-mm file with ``backbone.*`` keys only).
         source (str, optional): Format of the input; detected when None.
+        hf_names (str): For ``target='hf'``: ``'v4'`` (transformers 4.x names, which 5.x also
+            reads) or ``'v5'`` (the names transformers >= 5.17 uses in memory).
 
     Returns:
         ConversionResult: The state dict and the record of what was done.
@@ -189,9 +267,15 @@ def convert_state_dict(state_or_ckpt: Mapping,
     state, _ = unwrap_state_dict(state_or_ckpt)
     source = source or detect_format(state_or_ckpt)
     kept, dropped, notes = _to_mae_mm(state, source)
-    if target == 'official':
+    if target in ('official', 'hf'):
         pairs, more = _mae_mm_to_official_pairs(kept, encoder_only)
         dropped += more
+        if target == 'hf':
+            if hf_names not in HF_NAME_VERSIONS:
+                raise ValueError(f'unknown hf_names {hf_names!r}: use one of {HF_NAME_VERSIONS}')
+            pairs, more = _official_to_hf_pairs(pairs, hf_names,
+                                                '' if encoder_only else HF_ENCODER_PREFIX)
+            dropped += more
     else:
         pairs = []
         for src, dst, value in kept:
@@ -260,14 +344,50 @@ def mmpretrain_to_mae_mm(state_dict: Mapping[str, torch.Tensor],
                               source='mmpretrain').state_dict
 
 
+def hf_to_mae_mm(state_dict: Mapping[str, torch.Tensor],
+                 encoder_only: bool = False) -> 'OrderedDict[str, torch.Tensor]':
+    """Hugging Face ``ViTMAEForPreTraining`` / ``ViTMAEModel`` names (transformers 4.x or 5.x)
+    -> mae-mm names; q, k and v become one ``attn.qkv``. Pooler and classifier are dropped.
+
+    Args:
+        state_dict (Mapping): Hugging Face keys (``{'state_dict': sd}`` is fine).
+        encoder_only (bool): Leave the decoder out.
+
+    Returns:
+        OrderedDict: mae-mm keys.
+    """
+    return convert_state_dict(state_dict, 'mae_mm', encoder_only=encoder_only,
+                              source='hf').state_dict
+
+
+def mae_mm_to_hf(state_dict: Mapping[str, torch.Tensor], encoder_only: bool = False,
+                 hf_names: str = 'v4') -> 'OrderedDict[str, torch.Tensor]':
+    """mae-mm names -> Hugging Face ``ViTMAEForPreTraining`` names (``ViTMAEModel`` names with
+    ``encoder_only``); ``attn.qkv`` is split into q, k and v.
+
+    Args:
+        state_dict (Mapping): mae-mm keys (a checkpoint with ``state_dict`` is fine).
+        encoder_only (bool): Leave the decoder out.
+        hf_names (str): ``'v4'`` (transformers 4.x names; 5.x renames them on loading) or
+            ``'v5'``.
+
+    Returns:
+        OrderedDict: Hugging Face keys; ``fc_norm``, ``head.*`` and the ablation's encoder mask
+        token are dropped.
+    """
+    return convert_state_dict(state_dict, 'hf', encoder_only=encoder_only, source='mae_mm',
+                              hf_names=hf_names).state_dict
+
+
 def load_backbone_state_dict(path_or_ckpt: Union[str, os.PathLike, Mapping],
                              prefix: str = 'backbone.',
                              map_location: Any = 'cpu') -> 'OrderedDict[str, torch.Tensor]':
     """The encoder weights of a checkpoint of any format, without prefix, for a backbone to load.
 
     Args:
-        path_or_ckpt (str | PathLike | Mapping): A checkpoint file (read with the safe loader), a
-            loaded checkpoint or a bare state dict; official, timm, mmpretrain or mae-mm.
+        path_or_ckpt (str | PathLike | Mapping): A checkpoint file (read with the safe loader),
+            a Hugging Face model folder or ``.safetensors`` file, a loaded checkpoint or a bare
+            state dict; official, timm, mmpretrain, Hugging Face ViTMAE or mae-mm.
         prefix (str): Prefix of the backbone's keys in the mae-mm view of the checkpoint. Official,
             timm and mmpretrain encoders are under ``'backbone.'`` after conversion; give another
             prefix only for mae-mm-format checkpoints of other models (e.g. ``'backbone.vit.'``).
@@ -283,7 +403,7 @@ def load_backbone_state_dict(path_or_ckpt: Union[str, os.PathLike, Mapping],
         CheckpointLoadError: The file cannot be read.
     """
     if isinstance(path_or_ckpt, (str, os.PathLike)):
-        ckpt = load_checkpoint_file(os.fspath(path_or_ckpt), map_location=map_location)
+        ckpt = read_checkpoint(path_or_ckpt, map_location=map_location)
     else:
         ckpt = path_or_ckpt
     result = convert_state_dict(ckpt, 'mae_mm')
