@@ -91,20 +91,35 @@ class MaskedAutoencoder(BaseModel):
         self.head = _build(_fill_from_backbone(head, 'head', dict(patch_size=patch)))
         self._register_load_state_dict_pre_hook(self._accept_foreign_formats)
 
-    @staticmethod
-    def _accept_foreign_formats(state_dict, prefix, *args) -> None:
-        """Let ``load_from`` take official MAE (``{'model': ...}``), timm and mmpretrain
-        checkpoints as they are: their keys are rewritten to mae-mm's before loading."""
+    def _accept_foreign_formats(self, state_dict, prefix, local_metadata=None, *args) -> None:
+        """Let ``load_from`` take official MAE (``{'model': ...}``), timm, mmpretrain and Hugging
+        Face ViTMAE checkpoints as they are: their keys are rewritten to mae-mm's before loading.
+
+        A Hugging Face checkpoint's LayerNorm eps (``layer_norm_eps`` of its ``config.json``,
+        which :func:`~mae_mm.utils.checkpoint.read_checkpoint` passes in the state dict's
+        metadata; transformers' 1e-12 when absent) is compared with the model's: when they
+        differ, one warning names the config fields to set. The modules are not changed."""
         if prefix or any(k.startswith(('backbone.', 'neck.')) for k in state_dict):
             return
-        from mae_mm.utils.checkpoint import convert_state_dict, detect_format
+        from mae_mm.utils.checkpoint import convert_state_dict, detect_format, norm_eps_note
+        from mae_mm.utils.checkpoint.hf import METADATA_KEY
         try:
-            detect_format(state_dict)
+            fmt = detect_format(state_dict)
         except ValueError:
             return  # not a format we know: let the normal key report speak
-        converted = convert_state_dict(state_dict, 'mae_mm').state_dict
+        converted = convert_state_dict(state_dict, 'mae_mm', source=fmt).state_dict
         state_dict.clear()
         state_dict.update(converted)
+        if fmt != 'hf':
+            return
+        config = local_metadata.get(METADATA_KEY) if isinstance(local_metadata, dict) else None
+        note = norm_eps_note(config, {
+            f'model.{name}.norm_eps': next((m.eps for m in getattr(self, name).modules()
+                                            if isinstance(m, torch.nn.LayerNorm)), None)
+            for name in ('backbone', 'neck')})
+        if note:
+            from mmengine.logging import MMLogger
+            MMLogger.get_current_instance().warning(note)
 
     @staticmethod
     def _images(inputs: Union[torch.Tensor, List[torch.Tensor]]) -> torch.Tensor:

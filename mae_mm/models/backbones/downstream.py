@@ -2,6 +2,7 @@
 checkpoint of any format with a report of its keys, freezing the first stages, and the unmasked
 forward pass with its output formats."""
 import logging
+import os
 from typing import Tuple
 
 import torch
@@ -26,7 +27,8 @@ class DownstreamMixin:
 
     def init_weights(self) -> None:
         """Load ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')`` from any
-        checkpoint format (mae-mm, official MAE, timm, mmpretrain), resampling the position table
+        checkpoint format (mae-mm, official MAE, timm, mmpretrain, Hugging Face ViTMAE folder or
+        file), resampling the position table
         to this model's grid and logging every missing and unexpected key by name."""
         cfg = self.init_cfg if isinstance(self.init_cfg, dict) else None
         if cfg and cfg.get('type') == 'Pretrained':
@@ -36,14 +38,29 @@ class DownstreamMixin:
         super().init_weights()
 
     def load_pretrained(self, checkpoint, prefix: str = 'backbone.') -> str:
-        """Load encoder weights from a checkpoint file or dict of any supported format.
+        """Load encoder weights from a checkpoint file, Hugging Face model folder or dict of any
+        supported format.
 
         Returns:
             str: The key report (also logged). Missing keys other than those of
-            ``EXPECTED_MISSING_KEYS`` are logged as a warning.
+            ``EXPECTED_MISSING_KEYS`` are logged as a warning, and so is a Hugging Face
+            checkpoint whose LayerNorm eps (``config.json``) differs from this model's ``norm_eps``
+            (one line naming the config field; the model is not changed).
         """
-        from mae_mm.utils.checkpoint import load_backbone_state_dict, split_key_mismatch
+        from mae_mm.utils.checkpoint import (detect_format, hf_config_of,
+                                             load_backbone_state_dict, norm_eps_note,
+                                             read_checkpoint, split_key_mismatch)
+        name = str(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else 'checkpoint'
+        if isinstance(checkpoint, (str, os.PathLike)):
+            checkpoint = read_checkpoint(checkpoint, map_location='cpu')
         state = load_backbone_state_dict(checkpoint, prefix=prefix)
+        logger = MMLogger.get_current_instance()
+        if detect_format(checkpoint) == 'hf':
+            eps = next((m.eps for m in self.modules() if isinstance(m, torch.nn.LayerNorm)), None)
+            note = norm_eps_note(hf_config_of(checkpoint), {'model.backbone.norm_eps': eps},
+                                 name)
+            if note:
+                logger.warning(note)
         if 'pos_embed' in state and state['pos_embed'].shape != self.pos_embed.shape:
             num = state['pos_embed'].shape[1] - 1
             side = int(round(num**0.5))
@@ -53,9 +70,7 @@ class DownstreamMixin:
             state['pos_embed'] = resize_pos_embed(state['pos_embed'], (side, side),
                                                   self.grid_size)
         mismatch = split_key_mismatch(self.state_dict(), state, self.EXPECTED_MISSING_KEYS)
-        name = checkpoint if isinstance(checkpoint, str) else 'checkpoint'
         report = mismatch.report(f'{type(self).__name__} <- {name}')
-        logger = MMLogger.get_current_instance()
         logger.log(logging.INFO if mismatch.ok else logging.WARNING, report)
         for key, _, _ in mismatch.shape_mismatch:
             state.pop(key)
