@@ -9,12 +9,16 @@ patches pasted back. Examples::
     # the official demo checkpoint (facebookresearch/mae), settings read off the weights
     python tools/visualization/reconstruct.py mae_visualize_vit_large.pth cat.jpg dog.jpg \\
         --img-size 224 --seed 2 --mask-ratio 0.75 --out recon.png
+    # a Hugging Face ViTMAE folder (config.json + model.safetensors or pytorch_model.bin), e.g. a
+    # snapshot of facebook/vit-mae-base: settings (LayerNorm eps 1e-12) from its config.json
+    python tools/visualization/reconstruct.py /path/to/vit-mae-base cat.jpg --out recon.png
     # any checkpoint with the config it was trained with; rectangular images (H W)
     python tools/visualization/reconstruct.py ckpt.pth photos/ --config configs/mae/xxx.py \\
         --img-size 224 320
 
 Model settings come from ``--config`` if given, else from the config MMEngine stores in the
-checkpoint, else from the weights' shapes (see :mod:`mae_mm.visualization.mae_from_checkpoint`).
+checkpoint, else from a Hugging Face ``config.json`` beside the weights, else from the weights'
+shapes (see :mod:`mae_mm.visualization.mae_from_checkpoint`).
 For norm-pix models the reconstruction is de-normalised with the hidden patches' true mean and
 std (the model predicts normalised patches only), and the figure says so.
 """
@@ -33,7 +37,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Command-line options (``argv`` without the program name, default ``sys.argv[1:]``)."""
     parser = argparse.ArgumentParser(description='MAE reconstruction figure')
     parser.add_argument('checkpoint', help='mae-mm, official (mae_visualize_*), timm-with-decoder '
-                        'or mmpretrain MAE checkpoint')
+                        'or mmpretrain MAE checkpoint, or a Hugging Face ViTMAEForPreTraining '
+                        'folder / model.safetensors / pytorch_model.bin')
     parser.add_argument('images', nargs='+', help='image files and/or folders (searched '
                         'recursively, sorted)')
     parser.add_argument('--config', help='config of the checkpoint\'s model (default: the one '
@@ -113,10 +118,11 @@ def main(argv: Optional[List[str]] = None) -> str:
 
     from mae_mm.visualization import (build_mae_from_checkpoint, load_images_for_model,
                                       reconstruct_with_seed, save_reconstruction_figure)
+    from mae_mm.utils.compat import CheckpointLoadError
     try:
         model, source = build_mae_from_checkpoint(args.checkpoint, args.config, args.norm_pix,
                                                   args.device)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError, ImportError, CheckpointLoadError) as err:
         raise SystemExit(str(err)) from None
     if args.mask_ratio is not None:
         model.backbone.mask_ratio = args.mask_ratio
@@ -127,7 +133,7 @@ def main(argv: Optional[List[str]] = None) -> str:
             outputs, panels = reconstruct_with_seed(model, imgs, seed=args.seed)
     except ValueError as err:  # e.g. a mask ratio the model's grid/block strategy cannot draw
         raise SystemExit(f'cannot mask these images: {err}') from None
-    title = args.title or (f'{osp.basename(args.checkpoint)}: mask ratio '
+    title = args.title or (f'{osp.basename(osp.normpath(args.checkpoint))}: mask ratio '
                            f'{model.backbone.mask_ratio}, seed {args.seed}')
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     save_reconstruction_figure(panels, args.out, title=title, norm_pix=model.head.norm_pix)
