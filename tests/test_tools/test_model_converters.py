@@ -197,3 +197,53 @@ def test_publish_model(tmp_path):
     out = torch.load(raw_file, weights_only=True)
     for key, value in raw.items():
         assert torch.equal(out['state_dict'][key], value)
+
+
+def test_mae_mm_to_hf_and_back_is_lossless(tmp_path):
+    """mae-mm -> Hugging Face folder (config.json, pytorch_model.bin) -> mae-mm gives the same
+    tensors; config.json describes the model (heads from the config, eps 1e-6)."""
+    import json
+    model = build(0)
+    training_checkpoint(model, tmp_path / 'epoch_1.pth')
+    (tmp_path / 'tiny.py').write_text(f'model = {TINY!r}\n')
+    proc = run_tool('mae_mm_to_hf.py', tmp_path / 'epoch_1.pth', tmp_path / 'hf', '--bin',
+                    '--config', tmp_path / 'tiny.py')
+    assert proc.returncode == 0, proc.stderr
+    assert 'from mae_mm to hf format' in proc.stdout
+    assert 'all keys of a complete MAE encoder and decoder are present' in proc.stdout
+    # no preprocessor_config.json: this model has no normalising data preprocessor
+    assert sorted(p.name for p in (tmp_path / 'hf').iterdir()) == ['config.json',
+                                                                 'pytorch_model.bin']
+    config = json.loads((tmp_path / 'hf' / 'config.json').read_text())
+    assert config['model_type'] == 'vit_mae' and config['layer_norm_eps'] == 1e-6
+    assert (config['num_attention_heads'], config['decoder_num_attention_heads']) == (4, 4)
+    assert config['norm_pix_loss'] is True and config['image_size'] == 32
+    hf = torch.load(tmp_path / 'hf' / 'pytorch_model.bin', weights_only=True)
+    assert 'vit.encoder.layer.1.attention.attention.value.bias' in hf
+    assert 'decoder.decoder_layers.0.intermediate.dense.weight' in hf
+
+    proc = run_tool('mae_official_to_mae_mm.py', tmp_path / 'hf', tmp_path / 'back.pth')
+    assert proc.returncode == 0, proc.stderr
+    assert 'from hf to mae_mm format' in proc.stdout
+    assert 'norm_eps' not in proc.stdout  # eps 1e-6 as mae-mm's: nothing to set
+    back = torch.load(tmp_path / 'back.pth', weights_only=True)
+    assert back['meta']['source_format'] == 'hf' and back['meta']['hf_config'] == config
+    assert set(back['state_dict']) == set(model.state_dict())
+    assert all(torch.equal(back['state_dict'][k], v) for k, v in model.state_dict().items())
+
+
+def test_hf_names_of_transformers_5_convert_too(tmp_path):
+    model = build(0)
+    torch.save({'state_dict': model.state_dict()}, tmp_path / 'mae_mm.pth')
+    (tmp_path / 'tiny.py').write_text(f'model = {TINY!r}\n')
+    proc = run_tool('mae_mm_to_hf.py', tmp_path / 'mae_mm.pth', tmp_path / 'hf5', '--bin',
+                    '--hf-names', 'v5', '--config', tmp_path / 'tiny.py')
+    assert proc.returncode == 0, proc.stderr
+    hf = torch.load(tmp_path / 'hf5' / 'pytorch_model.bin', weights_only=True)
+    assert 'vit.layers.1.attention.v_proj.bias' in hf and 'vit.layers.0.mlp.fc2.weight' in hf
+    assert 'decoder.decoder_layers.0.attention.o_proj.weight' in hf
+    proc = run_tool('mae_official_to_mae_mm.py', tmp_path / 'hf5' / 'pytorch_model.bin',
+                    tmp_path / 'back.pth')
+    assert proc.returncode == 0, proc.stderr
+    back = torch.load(tmp_path / 'back.pth', weights_only=True)['state_dict']
+    assert all(torch.equal(back[k], v) for k, v in model.state_dict().items())

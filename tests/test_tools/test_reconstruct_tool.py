@@ -114,3 +114,26 @@ def test_bad_input_fails_in_one_line(trained, photo_folder, tmp_path):
             tool.main(argv)
         assert '\n' not in str(err.value.code)
     assert not (tmp_path / 'x.png').exists()
+
+
+def test_hugging_face_folder_gives_the_same_numbers(trained, photo_folder, tmp_path):
+    """The trained checkpoint as a Hugging Face ViTMAEForPreTraining folder (written by
+    tools/model_converters/mae_mm_to_hf.py, pytorch_model.bin): the tool rebuilds the model from
+    its config.json and preprocessor_config.json and draws the same figure."""
+    folder = tmp_path / 'vit-mae-tiny'
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO_ROOT, 'tools', 'model_converters', 'mae_mm_to_hf.py'),
+         trained['checkpoint'], str(folder), '--bin', '--quiet'],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(os.listdir(folder)) == ['config.json', 'preprocessor_config.json',
+                                          'pytorch_model.bin']
+    tool = _tool()
+    common = [photo_folder, '--max-images', '2', '--seed', '3']
+    tool.main([trained['checkpoint'], *common, '--out', str(tmp_path / 'a.png'),
+               '--save-arrays', str(tmp_path / 'a.npz')])
+    tool.main([str(folder), *common, '--out', str(tmp_path / 'b.png'),
+               '--save-arrays', str(tmp_path / 'b.npz')])
+    a, b = np.load(tmp_path / 'a.npz'), np.load(tmp_path / 'b.npz')
+    for key in ('input', 'reconstruction', 'pasted', 'mask', 'panels'):
+        assert np.array_equal(a[key], b[key]), key
