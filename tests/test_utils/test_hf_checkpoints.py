@@ -1,13 +1,13 @@
 """Hugging Face ``ViTMAE`` checkpoints, made by the real transformers (4.57 and 5.x), load into
 mae-mm everywhere other formats load and give transformers' numbers.
 
-transformers runs only in subprocesses: it is installed (``pip install --target``, once: about 25 s
-per version from a local index) into ``.cache/hf-test/transformers-<version>`` and put on those subprocesses' path
-*after* the virtual environment's packages, so the test process never imports it (with it
-importable, ``import mmpretrain.models`` breaks) and it cannot shadow the environment's torch or
-numpy. ``safetensors`` (optional for mae-mm) is installed on its own into
-``.cache/hf-test/safetensors`` for the test process. Without a package index the tests that need
-transformers are skipped, with pip's message.
+transformers runs only in subprocesses: it is installed (``pip install --target``, once: about
+25 s per version from a local index) into ``.cache/hf-test/transformers-<version>`` and put on
+those subprocesses' path *after* the virtual environment's packages, so the test process never
+imports it (with it importable, ``import mmpretrain.models`` breaks) and it cannot shadow the
+environment's torch or numpy. ``safetensors`` (optional for mae-mm) is installed on its own into
+``.cache/hf-test/safetensors`` for the test process when the environment lacks it. Without a
+package index the tests that need transformers are skipped, with pip's message.
 """
 import fcntl
 import json
