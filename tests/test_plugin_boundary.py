@@ -204,7 +204,11 @@ def snapshot():
 
 import mmengine.runner, mmengine.hooks, mmengine.logging, mmengine.registry, mmengine.model
 import mmengine.optim, mmengine.dataset, mmengine.runner.checkpoint
-import mmcv, mmcv.transforms, mmpretrain.models, mmpretrain.datasets, mmdet.models, mmseg.models
+import mmcv, mmcv.transforms, mmpretrain.models, mmpretrain.datasets
+try:  # the downstream hosts (absent from the compatibility-matrix environments)
+    import mmdet.models, mmseg.models
+except ImportError:
+    pass
 import torch, torch.nn.functional, torch.serialization
 from mmengine.logging import HistoryBuffer
 HistoryBuffer()  # mmengine fills a class-level table of methods on first use: not our change
@@ -266,7 +270,7 @@ for i in range(8):
     Image.fromarray(pixels).save(f'{work}/photos/{i}.jpg')
 DATASETS.build(dict(type='ImageFolder', data_root=f'{work}/photos'))
 DATASETS.build(dict(type='FashionMNIST', num_samples=20))
-built |= {'ImageFolder', 'FashionMNIST', 'ArrayImageDataset'}
+built |= {'ImageFolder', 'FashionMNIST', 'ArrayImageDataset', 'MAEDataPreprocessor'}
 for runner_type in ('mae_mm.MAERunner', 'mae_mm.MAEFlexibleRunner'):
     name = runner_type.split('.')[-1]
     for resume in (False, True):

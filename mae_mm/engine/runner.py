@@ -29,8 +29,8 @@ from mmengine.runner import FlexibleRunner, Runner
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from mae_mm.registry import RUNNERS
-from mae_mm.utils.compat import (allow_mmengine_checkpoints, load_checkpoint_file,
-                                 mmengine_lacks_safe_loading)
+from mae_mm.utils.checkpoint import read_checkpoint
+from mae_mm.utils.compat import allow_mmengine_checkpoints, mmengine_lacks_safe_loading
 from .checkpoint_files import find_newest_complete_checkpoint, replace_atomically
 from .checkpoint_key_check import load_checkpoint_to_model_checked
 
@@ -99,8 +99,11 @@ class MAERunner(_CrashSafeCheckpoints, Runner):
                         strict: bool = False, revise_keys: list = [(r'^module.', '')]):
         """mmengine's ``load_checkpoint`` (same arguments; ``resume`` calls it too), reading
         local files safely and checking the keys (see the module docstring)."""
-        if '://' not in str(filename) and mmengine_lacks_safe_loading():
-            checkpoint = load_checkpoint_file(str(filename), map_location=map_location)
+        local = '://' not in str(filename)
+        if local and (mmengine_lacks_safe_loading() or osp.isdir(filename)
+                      or str(filename).endswith('.safetensors')):
+            # Also Hugging Face model folders and safetensors files (with their config.json).
+            checkpoint = read_checkpoint(str(filename), map_location=map_location)
         else:
             checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)

@@ -32,7 +32,7 @@ from mae_mm.utils.checkpoint import (HF_DEFAULT_LAYER_NORM_EPS, convert_state_di
 from mae_mm.utils.checkpoint.hf import METADATA_KEY
 
 #: The official demo's preprocessing: ImageNet mean/std on 0-255 RGB.
-IMAGENET_PREPROCESSOR = dict(type='mmpretrain.SelfSupDataPreprocessor',
+IMAGENET_PREPROCESSOR = dict(type='mae_mm.MAEDataPreprocessor',
                              mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
                              to_rgb=True)
 

@@ -2,18 +2,15 @@
 ``mmpretrain.models`` cannot be imported there (docs/installation.md, "Compatibility with
 transformers").
 
-Each transformers release is installed once (with its dependencies) into a private folder under
-``.cache/compat/`` and reused afterwards. The child processes add that folder to ``sys.path``
-after the venv's site-packages: pip's ``--target`` install also holds its own numpy, packaging,
-pyyaml..., which must not shadow the venv's (torch and mmcv were built against those); the
-result is what ``pip install transformers`` into the venv gives, the venv's packages kept and
-transformers, huggingface_hub, tokenizers, safetensors... added.
+Each transformers release is installed once into a private folder (:mod:`tests.private_installs`)
+that the child processes add to ``sys.path`` after the venv's site-packages: the result is what
+``pip install transformers`` into the venv gives, the venv's packages kept and transformers,
+huggingface_hub, tokenizers... added.
 """
 import json
 import math
 import os
 import os.path as osp
-import shutil
 import subprocess
 import sys
 import time
@@ -21,35 +18,10 @@ import time
 import pytest
 
 from ..conftest import REPO_ROOT
+from ..private_installs import TRANSFORMERS_RELEASES, install_private
 
-CACHE = osp.join(REPO_ROOT, '.cache', 'compat')
-RELEASES = {
-    'transformers-5': 'transformers>=5,<6',
-    'transformers-4.57': 'transformers==4.57.*',
-}
 QUICKSTART = osp.join(REPO_ROOT, 'configs', 'quickstart',
                       'mae_vit-tiny-p4_1xb64-1000i_photos-32px.py')
-MARKER = '.mae_mm_installed'  # written last: the folder holds a complete install of this spec
-
-
-def _install(name: str, spec: str) -> str:
-    """The folder holding ``spec``, installed there unless it already is."""
-    target = osp.join(CACHE, name)
-    marker = osp.join(target, MARKER)
-    if osp.isfile(marker) and open(marker).read().strip() == spec and \
-            osp.isdir(osp.join(target, 'transformers')):
-        return target
-    shutil.rmtree(target, ignore_errors=True)
-    os.makedirs(CACHE, exist_ok=True)
-    proc = subprocess.run(
-        [sys.executable, '-m', 'pip', 'install', '-q', '--disable-pip-version-check',
-         '--no-input', '--target', target, spec],
-        env=_env(), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, (f'cannot install {spec} into {target} (is the package index '
-                                  f'reachable?): {(proc.stdout + proc.stderr)[-2000:]}')
-    with open(marker, 'w') as f:
-        f.write(spec + '\n')
-    return target
 
 
 def _env() -> dict:
@@ -124,9 +96,9 @@ print(json.dumps(dict(
 '''
 
 
-@pytest.mark.parametrize('name', list(RELEASES))
+@pytest.mark.parametrize('name', list(TRANSFORMERS_RELEASES))
 def test_quickstart_pretraining_next_to_current_transformers(name, photo_folder, tmp_path):
-    target = _install(name, RELEASES[name])
+    target = install_private(name, TRANSFORMERS_RELEASES[name])
 
     # The environment reproduces the bug: transformers imports, mmpretrain.models does not.
     probe = _run(_PROBE, target, cwd=str(tmp_path))

@@ -6,10 +6,8 @@ transformers runs only in subprocesses: it is installed (``pip install --target`
 those subprocesses' path *after* the virtual environment's packages, so the test process never
 imports it (with it importable, ``import mmpretrain.models`` breaks) and it cannot shadow the
 environment's torch or numpy. ``safetensors`` (optional for mae-mm) is installed on its own into
-``.cache/hf-test/safetensors`` for the test process when the environment lacks it. Without a
-package index the tests that need transformers are skipped, with pip's message.
+``.cache/hf-test/safetensors`` for the test process when the environment lacks it. 
 """
-import fcntl
 import json
 import logging
 import os
@@ -22,14 +20,14 @@ import pytest
 import torch
 from mmengine.logging import MMLogger
 
+from mae_mm.engine import MAERunner
 from mae_mm.registry import MODELS
 from mae_mm.utils.checkpoint import (convert_state_dict, detect_format, hf_key_to_official,
                                      load_backbone_state_dict, official_key_to_hf,
                                      read_checkpoint)
 from ..conftest import REPO_ROOT, TINY_ARCH
+from ..private_installs import TRANSFORMERS_RELEASES, install_private
 
-HF_TEST_DIR = Path(REPO_ROOT) / '.cache' / 'hf-test'
-TRANSFORMERS = {'4.57': 'transformers==4.57.*', '5': 'transformers>=5,<6'}
 CONVERTERS = Path(REPO_ROOT) / 'tools' / 'model_converters'
 RECONSTRUCT = Path(REPO_ROOT) / 'tools' / 'visualization' / 'reconstruct.py'
 ATOL = 1e-5
@@ -49,49 +47,6 @@ def mae_cfg(norm_eps=1e-6):
                 neck=dict(type='MAEDecoder', decoder_embed_dim=32, decoder_depth=1,
                           decoder_num_heads=4, norm_eps=norm_eps),
                 head=dict(type='PixelReconstructionHead', norm_pix=True))
-
-
-# ------------------------------------------------------------------------------------------------
-# Private installs
-# ------------------------------------------------------------------------------------------------
-def pip_target(name: str, spec: str) -> Path:
-    """``pip install --target .cache/hf-test/<name> <spec>``, once (a marker file records a
-    finished install; a lock keeps parallel runs from installing twice). Skips the test when pip
-    fails (no package index)."""
-    target = HF_TEST_DIR / name
-    marker = target / '.mae-mm-installed'
-    if marker.is_file() and marker.read_text() == spec:
-        return target
-    HF_TEST_DIR.mkdir(parents=True, exist_ok=True)
-    with open(HF_TEST_DIR / f'.{name}.lock', 'w') as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.is_file() and marker.read_text() == spec:
-            return target
-        subprocess.run(['rm', '-rf', str(target)], check=True)
-        proc = subprocess.run(
-            [sys.executable, '-m', 'pip', 'install', '--quiet', '--disable-pip-version-check',
-             '--no-compile', '--target', str(target), spec],
-            capture_output=True, text=True, timeout=900)
-        if proc.returncode:
-            lines = (proc.stderr or proc.stdout).strip().splitlines() or ['(no output)']
-            pytest.skip(f'cannot install {spec} into {target}: {lines[-1]}')
-        marker.write_text(spec)
-    return target
-
-
-@pytest.fixture(scope='module')
-def safetensors_site():
-    """safetensors importable in this process (appended to sys.path: nothing is shadowed)."""
-    try:
-        import safetensors.torch  # noqa: F401
-        yield None
-        return
-    except ImportError:
-        pass
-    target = str(pip_target('safetensors', 'safetensors'))
-    sys.path.append(target)
-    yield target
-    sys.path.remove(target)
 
 
 HF_SCRIPT = textwrap.dedent('''
@@ -169,7 +124,7 @@ def inputs(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def mae_mm_folder(tmp_path_factory, inputs, safetensors_site):
+def mae_mm_folder(tmp_path_factory, inputs):
     """A random mae-mm model (eps 1e-6) written as a Hugging Face folder by
     tools/model_converters/mae_mm_to_hf.py, and its outputs on ``inputs``."""
     from ..test_visualization._tiny_runs import load_tool
@@ -189,11 +144,11 @@ def mae_mm_folder(tmp_path_factory, inputs, safetensors_site):
     return dict(folder=root / 'hf', outputs=dict(loss=loss, logits=pred, mask=mask))
 
 
-@pytest.fixture(scope='module', params=sorted(TRANSFORMERS), ids=lambda v: f'transformers-{v}')
+@pytest.fixture(scope='module', params=sorted(TRANSFORMERS_RELEASES))
 def hf_export(request, tmp_path_factory, inputs, mae_mm_folder):
     """A tiny ViTMAEForPreTraining made by transformers: its folders and outputs; and
     transformers' outputs for the folder mae-mm wrote."""
-    site = pip_target(f'transformers-{request.param}', TRANSFORMERS[request.param])
+    site = install_private(request.param, TRANSFORMERS_RELEASES[request.param])
     out = tmp_path_factory.mktemp(f'hf_{request.param}')
     env = dict(os.environ, HF_TEST_SITE=str(site), OMP_NUM_THREADS='1', PYTHONPATH='',
                HF_HUB_OFFLINE='1', TRANSFORMERS_VERBOSITY='error')
@@ -202,7 +157,7 @@ def hf_export(request, tmp_path_factory, inputs, mae_mm_folder):
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads((out / 'info.json').read_text())
-    assert info['version'].startswith(request.param)
+    assert info['version'].startswith(request.param.split('-', 1)[1])
     outputs = torch.load(out / 'outputs.pt', weights_only=True)
     outputs.update(pixels=inputs['pixels'], noise=inputs['noise'])
     return dict(site=site, dir=out, st=out / 'hf_safetensors', bin=out / 'hf_bin',
@@ -337,7 +292,7 @@ def test_safetensors_missing_is_one_line(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------
 # Against the real transformers
 # ------------------------------------------------------------------------------------------------
-def test_files_are_detected_and_every_key_is_converted(hf_export, safetensors_site):
+def test_files_are_detected_and_every_key_is_converted(hf_export):
     info = hf_export['info']
     for path in (hf_export['st'], hf_export['st'] / 'model.safetensors', hf_export['bin'],
                  hf_export['bin'] / 'pytorch_model.bin'):
@@ -359,7 +314,7 @@ def test_files_are_detected_and_every_key_is_converted(hf_export, safetensors_si
                for k in info['safetensors_keys']) or v5
 
 
-def test_build_from_checkpoint_reproduces_transformers(hf_export, safetensors_site):
+def test_build_from_checkpoint_reproduces_transformers(hf_export):
     from mae_mm.visualization import build_mae_from_checkpoint
     ref = hf_export['outputs']
     for path in (hf_export['st'], hf_export['bin'] / 'pytorch_model.bin'):
@@ -374,7 +329,7 @@ def test_build_from_checkpoint_reproduces_transformers(hf_export, safetensors_si
         torch.testing.assert_close(latent, ref['latent'], rtol=0, atol=ATOL)
 
 
-def test_load_from_into_a_built_model(hf_export, safetensors_site, tmp_path):
+def test_load_from_into_a_built_model(hf_export, tmp_path):
     from mmengine.runner import Runner
     ref = hf_export['outputs']
     # load_from of a .bin through mmengine's Runner: the model's pre-hook converts the keys
@@ -385,6 +340,14 @@ def test_load_from_into_a_built_model(hf_export, safetensors_site, tmp_path):
     with LogLines() as log:
         runner.load_or_resume()
     assert not any('norm_eps' in line for line in log.lines)
+    assert_same_outputs(runner.model, ref)
+
+    # load_from of the model folder (model.safetensors + config.json) through mae-mm's runner
+    runner = MAERunner(model=MODELS.build(mae_cfg(norm_eps=1e-12)),
+                       work_dir=str(tmp_path / 'work_folder'), default_scope='mae_mm',
+                       load_from=str(hf_export['st']),
+                       experiment_name=f'test_hf_folder_{hf_export["info"]["version"]}')
+    runner.load_or_resume()
     assert_same_outputs(runner.model, ref)
 
     # a folder read by read_checkpoint into a model with MAE's eps: loads, and one line says
@@ -402,7 +365,7 @@ def test_load_from_into_a_built_model(hf_export, safetensors_site, tmp_path):
     torch.testing.assert_close(loss, ref['loss'], rtol=0, atol=1e-3)  # eps: close, not equal
 
 
-def test_init_cfg_pretrained_gives_vitmaemodel_features(hf_export, safetensors_site):
+def test_init_cfg_pretrained_gives_vitmaemodel_features(hf_export):
     ref = hf_export['outputs']
     for eps in (1e-12, 1e-6):
         backbone = MODELS.build(dict(
@@ -421,7 +384,7 @@ def test_init_cfg_pretrained_gives_vitmaemodel_features(hf_export, safetensors_s
     assert set(load_backbone_state_dict(str(hf_export['bin']))) == set(backbone.state_dict())
 
 
-def test_converters_round_trip(hf_export, safetensors_site, tmp_path, capsys):
+def test_converters_round_trip(hf_export, tmp_path, capsys):
     """Hugging Face -> mae-mm -> Hugging Face with the two converters: the same tensors, the same
     config."""
     mid, out = tmp_path / 'mae_mm.pth', tmp_path / 'hf_again'

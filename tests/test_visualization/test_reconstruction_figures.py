@@ -16,7 +16,7 @@ from mae_mm.visualization import (NORM_PIX_NOTE, build_mae_from_checkpoint,
                                   save_reconstruction_figure)
 from mae_mm.visualization.reconstruction import _render_figure
 
-PREPROCESSOR = dict(type='mmpretrain.SelfSupDataPreprocessor', mean=[123.675, 116.28, 103.53],
+PREPROCESSOR = dict(type='mae_mm.MAEDataPreprocessor', mean=[123.675, 116.28, 103.53],
                     std=[58.395, 57.12, 57.375], to_rgb=True)
 
 

@@ -45,7 +45,8 @@ class MaskedAutoencoder(BaseModel):
         backbone (dict): Config of the encoder, e.g. :class:`MaskedViT`.
         neck (dict): Config of the decoder, e.g. :class:`MAEDecoder`.
         head (dict): Config of the head, e.g. :class:`PixelReconstructionHead`.
-        data_preprocessor (dict, optional): e.g. ``mmpretrain.SelfSupDataPreprocessor``.
+        data_preprocessor (dict, optional): e.g. ``mae_mm.MAEDataPreprocessor`` (or
+            mmpretrain's ``SelfSupDataPreprocessor``, which takes the same keys).
         mask_seed (int, optional): Draw each sample's mask from a generator seeded by
             ``(mask_seed, iteration, sample_idx)`` instead of the global RNG. Masks then depend
             only on the sample and the step, not on how a batch is split over processes, so runs
