@@ -143,11 +143,12 @@ def load_checkpoint_file(filename: str, map_location=None, mmap: bool = False) -
                                 '(load_from / --resume / init_cfg.checkpoint)')
     kwargs = dict(map_location=map_location, mmap=mmap) if mmap else dict(
         map_location=map_location)
-    if trusted_by_environment() or not hasattr(torch.serialization, 'safe_globals'):
-        # Trusted files; or torch < 2.5, which has no allow-list and unpickles fully by default
-        # (as mmengine does there).
-        return torch.load(filename, weights_only=False, **kwargs)
+    # Trusted files; or torch < 2.5, which has no allow-list and unpickles fully by default (as
+    # mmengine does there).
+    full = trusted_by_environment() or not hasattr(torch.serialization, 'safe_globals')
     try:
+        if full:
+            return torch.load(filename, weights_only=False, **kwargs)
         with torch.serialization.safe_globals(checkpoint_safe_globals()):
             return torch.load(filename, weights_only=True, **kwargs)
     except Exception as err:  # torch raises several types for a damaged file
@@ -156,7 +157,7 @@ def load_checkpoint_file(filename: str, map_location=None, mmap: bool = False) -
         # cause follows 'WeightsUnpickler error:'.
         detail = text.split('WeightsUnpickler error:', 1)[-1].strip() or type(err).__name__
         detail = detail.splitlines()[0].split('. ')[0]
-        if any(marker in text for marker in _UNSAFE_TYPE):
+        if not full and any(marker in text for marker in _UNSAFE_TYPE):
             raise UnsafeCheckpointError(
                 f'cannot load checkpoint {filename!r}: it pickles a type outside the allow-list '
                 'of mae_mm.utils.compat; if you trust the file, set '

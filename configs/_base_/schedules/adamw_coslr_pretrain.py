@@ -5,10 +5,11 @@
 optim_wrapper = dict(
     type='MixedPrecisionOptimWrapper',
     loss_scale='dynamic',
-    # fused=True: one kernel over all parameters (CPU and CUDA) instead of a loop of small ops;
-    # the same update (tests/test_models/test_fast_paths.py).
-    optimizer=dict(type='AdamW', lr=1.5e-4 * 4096 / 256, betas=(0.9, 0.95), weight_decay=0.05,
-                   fused=True),
+    # torch's default AdamW implementation, as the references. Option:
+    # --cfg-options optim_wrapper.optimizer.fused=True (one kernel over all parameters instead
+    # of a loop of small ops, the same update: tests/test_models/test_fast_paths.py; CUDA with
+    # any supported torch, CPU with torch >= 2.4).
+    optimizer=dict(type='AdamW', lr=1.5e-4 * 4096 / 256, betas=(0.9, 0.95), weight_decay=0.05),
     # clip_grad=dict(max_norm=3.0),  # uncomment to clip (recommended with fp16), or pass
     # --cfg-options optim_wrapper.clip_grad.max_norm=3.0 to any recipe
     paramwise_cfg=dict(

@@ -15,6 +15,12 @@ class NonFiniteLossError(RuntimeError):
     """Training stopped by :class:`NonFiniteGuardHook` after too many non-finite updates."""
 
 
+def _total_norm(grads: List[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all gradients together (``clip_grad_norm_``'s total norm), on the device."""
+    return torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(g.detach()).float() for g in grads]))
+
+
 @HOOKS.register_module()
 class NonFiniteGuardHook(Hook):
     """Protect a long run from NaN/Inf losses and gradients (fp16 overflow, a bad batch).
@@ -122,7 +128,7 @@ class NonFiniteGuardHook(Hook):
         process; a non-finite update is counted and logged."""
         grads = [p.grad for group in wrapper.optimizer.param_groups for p in group['params']
                  if p.grad is not None]
-        norm = (torch.nn.utils.get_total_norm(grads) if self.check_grad_norm and grads else None)
+        norm = (_total_norm(grads) if self.check_grad_norm and grads else None)
         device = grads[0].device if grads else torch.device('cpu')
         flags = torch.zeros(2, dtype=torch.int32, device=device)
         if self._bad_loss is not None:
