@@ -120,7 +120,9 @@ if __name__ == '__main__':
         packages=find_packages(exclude=('configs', 'tools', 'tests', 'tests.*', 'projects',
                                         'projects.*', 'docs')),
         include_package_data=True,
-        python_requires='>=3.9',
+        # Tested: 3.9 (oldest stack), 3.11 (pinned stack), 3.12 (newest torch); README, "Supported
+        # environments".
+        python_requires='>=3.9,<3.13',
         license='Apache License 2.0',
         install_requires=parse_requirements('runtime.txt'),
         extras_require={

@@ -174,10 +174,17 @@ HOSTS = ('mmengine', 'mmcv', 'mmpretrain', 'mmdet', 'mmseg', 'torch')
 def is_code(value):
     """Functions, classes, methods, modules: what a patch replaces. Data (counters, caches,
     instances in singleton tables, torch's restored allow-list set) is runtime state."""
-    if isinstance(value, types.FunctionType) and value.__dict__.get('hooked') is True:
-        return False  # torch.optim wraps an optimizer class's step in its profiler hook on use
     return callable(value) or isinstance(value, (types.ModuleType, property, staticmethod,
                                                  classmethod))
+
+
+def is_profiler_hook(value):
+    """torch.optim wraps an optimizer class's ``step`` in its profiler hook on first use."""
+    return isinstance(value, types.FunctionType) and value.__dict__.get('hooked') is True
+
+
+def ident(value):
+    return id(value.__wrapped__) if is_profiler_hook(value) else id(value)
 
 
 def snapshot():
@@ -189,15 +196,15 @@ def snapshot():
         for attr, value in list(vars(module).items()):
             if not is_code(value):
                 continue
-            entries[attr] = id(value)
+            entries[attr] = ident(value)
             if isinstance(value, type) and value.__module__ == name:
                 for key, member in list(vars(value).items()):
                     if is_code(member):
-                        entries[f'{attr}.{key}'] = id(member)
+                        entries[f'{attr}.{key}'] = ident(member)
                     elif isinstance(member, dict):  # e.g. CheckpointLoader._schemes
                         for item, item_value in list(member.items()):
                             if is_code(item_value):
-                                entries[f'{attr}.{key}[{item!r}]'] = id(item_value)
+                                entries[f'{attr}.{key}[{item!r}]'] = ident(item_value)
         state[name] = entries
     return state
 
@@ -289,9 +296,15 @@ for module, entries in before.items():
         if now.get(key) != ident:
             changed.append(f'{module}.{key}')
     for key in set(now) - set(entries):
-        value = vars(sys.modules[module]).get(key)
-        if not isinstance(value, types.ModuleType):  # importing a submodule adds its name
-            changed.append(f'{module}.{key} (added)')
+        owner, _, member = key.partition('.')
+        value = vars(sys.modules[module]).get(owner)
+        if member and isinstance(value, type) and '[' not in member:
+            value = vars(value).get(member)
+        if isinstance(value, types.ModuleType) and not member:
+            continue  # importing a submodule adds its name to the package
+        if is_profiler_hook(value):
+            continue
+        changed.append(f'{module}.{key} (added)')
 print(json.dumps(dict(changed=sorted(changed), imported=imported, built=sorted(built),
                       registered=sorted(registered), hosts=len(before))))
 '''

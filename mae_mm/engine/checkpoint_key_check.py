@@ -27,7 +27,7 @@ from mmengine.registry import DefaultScope
 
 from mae_mm.registry import SCOPE
 from mae_mm.utils.checkpoint import KeyMismatch, group_keys, split_key_mismatch
-from mae_mm.utils.compat import CheckpointLoadError
+from mae_mm.utils.compat import CheckpointLoadError, register_load_state_dict_pre_hook
 
 #: Keys a model may lack in any MAE checkpoint without it being an error.
 EXPECTED_MISSING_PATTERNS = (r'rel_pos', r'relative_position')
@@ -130,7 +130,7 @@ def load_checkpoint_to_model_checked(model, checkpoint, source: str = 'checkpoin
         if not prefix:
             outcome.update(missing=missing, unexpected=unexpected, errors=error_msgs)
 
-    handle = target.register_load_state_dict_pre_hook(capture)
+    handle = register_load_state_dict_pre_hook(target, capture)
     try:
         # 'silent': mmengine's own ungrouped warning is replaced by the report below.
         load_state_dict(target, state_dict, strict=strict,

@@ -79,6 +79,22 @@ def checkpoint_safe_globals() -> list:
     return safe
 
 
+def register_load_state_dict_pre_hook(module: torch.nn.Module, hook):
+    """``module.register_load_state_dict_pre_hook(hook)`` on every supported torch.
+
+    The public method exists from torch 2.5; on torch 2.1-2.4 it is the method it wraps, with
+    the same hook signature ``hook(module, state_dict, prefix, local_metadata, strict,
+    missing_keys, unexpected_keys, error_msgs)``.
+
+    Returns:
+        A handle whose ``remove()`` unregisters the hook.
+    """
+    public = getattr(module, 'register_load_state_dict_pre_hook', None)
+    if public is not None:
+        return public(hook)
+    return module._register_load_state_dict_pre_hook(hook, with_module=True)
+
+
 def trusted_by_environment() -> bool:
     """Whether the user allowed full unpickling (:data:`TRUST_VARIABLES`)."""
     return any(os.environ.get(name) == '1' for name in TRUST_VARIABLES)
