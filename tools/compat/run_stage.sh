@@ -47,6 +47,10 @@ else
   PYTHONPATH="$PWD" "$VENV/bin/python" -c 'import torch, mmengine, mmcv, mmpretrain, mae_mm.engine, mae_mm.models' \
     >>"$LOG" 2>&1 || { tail -20 "$LOG" >&2; echo "[compat] $STAGE: import check failed (log: $LOG)" >&2; exit 1; }
   touch "$VENV/.complete"
+  # Venvs of this stage's earlier requirements are stale: free their ~5 GB.
+  for old in "$ROOT/$STAGE"-py*; do
+    [ "$old" = "$VENV" ] || [ "$old" = "$LOG" ] || rm -rf "$old"
+  done
 fi
 "$VENV/bin/python" - <<'PY'
 import sys, torch, numpy, mmengine, mmcv, mmpretrain
