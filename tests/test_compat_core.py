@@ -28,6 +28,7 @@ def _version(module) -> tuple:
 def test_installed_stack_is_within_the_declared_bounds():
     import mmengine
     assert _version(torch)[:2] >= _declared_lower_bound('runtime.txt', 'torch')[:2]
+    assert _version(np)[:2] >= _declared_lower_bound('runtime.txt', 'numpy')[:2]
     assert _version(mmengine)[:2] >= _declared_lower_bound('runtime.txt', 'mmengine')[:2]
 
 
