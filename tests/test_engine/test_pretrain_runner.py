@@ -133,5 +133,5 @@ def test_runner_trains_a_compiled_model_with_bf16_autocast(photo_folder, tmp_pat
     runner.train()
     losses = _losses(tmp_path)
     assert len(losses) == 4 and all(0 < v < 10 for v in losses)
-    assert runner.model._compiled_training_loss is not None
+    assert runner.model._compiled_forward_loss is not None
     assert osp.isfile(osp.join(tmp_path, 'epoch_1.pth'))

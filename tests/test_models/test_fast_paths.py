@@ -89,7 +89,7 @@ def test_compile_option_gives_the_eager_masks_losses_and_gradients():
         loss.backward()
         results.append((loss, {k: p.grad for k, p in model.named_parameters()
                                if p.grad is not None}))
-    assert compiled._compiled_training_loss is not None
+    assert compiled._compiled_forward_loss is not None
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
     for key, grad in results[0][1].items():
         torch.testing.assert_close(results[1][1][key], grad, rtol=1e-4, atol=1e-6, msg=key)

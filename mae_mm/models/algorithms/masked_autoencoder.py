@@ -73,7 +73,7 @@ class MaskedAutoencoder(BaseModel):
         # None: eager; otherwise the torch.compile keyword arguments ({} for compile=True).
         self.compile_kwargs = (None if compile is False
                                else {} if compile is True else dict(compile))
-        self._compiled_training_loss = None  # the compiled forward_loss, built on first use
+        self._compiled_forward_loss = None  # built on first use
         self.backbone = _build(backbone)
         if not getattr(self.backbone, 'mask_ratio', 0) > 0:
             raise ValueError('backbone.mask_ratio must be in (0, 1) for MAE pretraining, got '
@@ -172,9 +172,9 @@ class MaskedAutoencoder(BaseModel):
         """``forward_loss``, compiled on first use when ``compile`` is set."""
         if self.compile_kwargs is None:
             return self.forward_loss
-        if self._compiled_training_loss is None:
-            self._compiled_training_loss = torch.compile(self.forward_loss, **self.compile_kwargs)
-        return self._compiled_training_loss
+        if self._compiled_forward_loss is None:
+            self._compiled_forward_loss = torch.compile(self.forward_loss, **self.compile_kwargs)
+        return self._compiled_forward_loss
 
     def _seeded_noise(self, imgs: torch.Tensor, data_samples: Optional[list]) -> torch.Tensor:
         """Per-sample noise from ``(mask_seed, iteration, sample_idx)`` (see ``mask_seed``)."""
