@@ -7,7 +7,7 @@ import pytest
 import torch
 from mmengine.runner import Runner
 
-from mae_mm.engine import build_runner
+from mae_mm.engine import MAERunner, build_runner
 from mae_mm.engine.checkpoint_key_check import CheckpointKeyMismatchError
 from mae_mm.utils.compat import CheckpointLoadError
 from ..conftest import tiny_pretrain_cfg
@@ -164,7 +164,8 @@ def test_torch_file_that_holds_no_checkpoint(photo_folder, tmp_path):
 
 def test_relative_position_tables_are_expected_missing(tmp_path, capsys):
     """A downstream backbone with relative-position tables (mmpretrain's BEiT ViT) loads a
-    checkpoint without them, as every MAE checkpoint is: reported, not an error."""
+    checkpoint without them, as every MAE checkpoint is, in mae-mm's runner: reported, not an
+    error."""
     backbone = dict(type='mmpretrain.BEiTViT', img_size=32, patch_size=8,
                     arch=dict(embed_dims=64, num_layers=2, num_heads=4, feedforward_channels=128),
                     use_rel_pos_bias=True, use_abs_pos_emb=False)
@@ -174,9 +175,9 @@ def test_relative_position_tables_are_expected_missing(tmp_path, capsys):
                     experiment_name=f'{tmp_path.name}_a')
     state = {k: v for k, v in source.model.state_dict().items() if 'relative_position' not in k}
     torch.save({'state_dict': state}, tmp_path / 'no_rel_pos.pth')
-    runner = Runner(model=model, work_dir=str(tmp_path / 'b'), default_scope='mae_mm',
-                    load_from=str(tmp_path / 'no_rel_pos.pth'),
-                    experiment_name=f'{tmp_path.name}_b')
+    runner = MAERunner(model=model, work_dir=str(tmp_path / 'b'), default_scope='mae_mm',
+                       load_from=str(tmp_path / 'no_rel_pos.pth'),
+                       experiment_name=f'{tmp_path.name}_b')
     runner.load_or_resume()
     log = capsys.readouterr().out
     report = log[log.index('no_rel_pos.pth: 35 of 39 model keys loaded'):]
