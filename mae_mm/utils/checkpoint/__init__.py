@@ -8,10 +8,11 @@
 from .conversion import (ConversionResult, convert_state_dict, hf_to_mae_mm,
                          load_backbone_state_dict, mae_mm_to_hf, mae_mm_to_official,
                          mmpretrain_to_mae_mm, official_to_mae_mm)
-from .formats import (FORMATS, TARGET_FORMATS, detect_format, expected_keys, hf_key_to_official,
-                      official_key_to_hf, sincos_orientation, unwrap_state_dict)
+from .formats import (FORMATS, TARGET_FORMATS, detect_format, expected_keys, sincos_orientation,
+                      unwrap_state_dict)
 from .hf import (HF_DEFAULT_LAYER_NORM_EPS, hf_config_of, hf_layer_norm_eps, norm_eps_note,
                  read_checkpoint)
+from .hf_keys import hf_key_to_official, official_key_to_hf
 from .key_report import KeyMismatch, group_keys, report_key_mismatch, split_key_mismatch
 from .saving import mae_mm_checkpoint, save_checkpoint_atomic
 

@@ -7,12 +7,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .formats import (FORMATS, HF_ENCODER_PREFIX, HF_NAME_VERSIONS, TARGET_FORMATS,
-                      _MMPRETRAIN_DECODER_RULES, _MMPRETRAIN_ENCODER_RULES,
-                      _OFFICIAL_CLASSIFIER, _OFFICIAL_DECODER, _has_decoder, _has_encoder,
-                      _pos_embed_notes, detect_format, expected_keys, hf_drop_reason,
-                      hf_key_to_official, official_key_to_hf, unwrap_state_dict)
+from .formats import (FORMATS, TARGET_FORMATS, _MMPRETRAIN_DECODER_RULES,
+                      _MMPRETRAIN_ENCODER_RULES, _OFFICIAL_CLASSIFIER, _OFFICIAL_DECODER,
+                      _has_decoder, _has_encoder, _pos_embed_notes, detect_format, expected_keys,
+                      unwrap_state_dict)
 from .hf import read_checkpoint
+from .hf_keys import (HF_ENCODER_PREFIX, HF_NAME_VERSIONS, hf_drop_reason, hf_key_to_official,
+                      official_key_to_hf)
 from .key_report import (KeyMismatch, _duplicates, _group_pairs, group_keys,
                          split_key_mismatch)
 
