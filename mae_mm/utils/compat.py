@@ -22,6 +22,7 @@ back to full unpickling, for files you trust.
 """
 import codecs
 import contextlib
+import functools
 import inspect
 import os
 
@@ -102,12 +103,13 @@ def trusted_by_environment() -> bool:
 
 def torch_loads_weights_only_by_default() -> bool:
     """torch >= 2.6: a bare ``torch.load`` uses the safe unpickler."""
-    return 'weights_only' in inspect.signature(torch.load).parameters and \
-        tuple(int(p) for p in torch.__version__.split('+')[0].split('.')[:2]) >= (2, 6)
+    return tuple(int(p) for p in torch.__version__.split('+')[0].split('.')[:2]) >= (2, 6)
 
 
+@functools.lru_cache(maxsize=None)
 def mmengine_lacks_safe_loading() -> bool:
-    """Whether mmengine's checkpoint loading fails on its own checkpoints with this torch.
+    """Whether mmengine's checkpoint loading fails on its own checkpoints with this torch
+    (decided once per process: it depends only on the installed packages).
 
     True for torch >= 2.6 with an mmengine whose local loader calls ``torch.load`` without
     handling ``weights_only`` (0.10.7 and older); a release that handles it is left alone.

@@ -7,7 +7,7 @@ from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
 
 from mae_mm.registry import MODELS
-from ..layers import patchify, unpatchify
+from ..layers import layer_norm_eps, patchify, unpatchify
 
 
 def _build(cfg: dict):
@@ -114,10 +114,8 @@ class MaskedAutoencoder(BaseModel):
         if fmt != 'hf':
             return
         config = local_metadata.get(METADATA_KEY) if isinstance(local_metadata, dict) else None
-        note = norm_eps_note(config, {
-            f'model.{name}.norm_eps': next((m.eps for m in getattr(self, name).modules()
-                                            if isinstance(m, torch.nn.LayerNorm)), None)
-            for name in ('backbone', 'neck')})
+        note = norm_eps_note(config, {f'model.{name}.norm_eps': layer_norm_eps(getattr(self, name))
+                                      for name in ('backbone', 'neck')})
         if note:
             from mmengine.logging import MMLogger
             MMLogger.get_current_instance().warning(note)

@@ -8,7 +8,7 @@ from typing import Tuple
 import torch
 from mmengine.logging import MMLogger
 
-from ..layers import resize_pos_embed
+from ..layers import layer_norm_eps, resize_pos_embed
 
 OUT_TYPES = ('raw', 'cls_token', 'featmap', 'avg_featmap')
 
@@ -56,9 +56,8 @@ class DownstreamMixin:
         state = load_backbone_state_dict(checkpoint, prefix=prefix)
         logger = MMLogger.get_current_instance()
         if detect_format(checkpoint) == 'hf':
-            eps = next((m.eps for m in self.modules() if isinstance(m, torch.nn.LayerNorm)), None)
-            note = norm_eps_note(hf_config_of(checkpoint), {'model.backbone.norm_eps': eps},
-                                 name)
+            note = norm_eps_note(hf_config_of(checkpoint),
+                                 {'model.backbone.norm_eps': layer_norm_eps(self)}, name)
             if note:
                 logger.warning(note)
         if 'pos_embed' in state and state['pos_embed'].shape != self.pos_embed.shape:

@@ -103,6 +103,11 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+def layer_norm_eps(module: nn.Module) -> Optional[float]:
+    """The eps of the first LayerNorm inside ``module`` (None without one)."""
+    return next((m.eps for m in module.modules() if isinstance(m, nn.LayerNorm)), None)
+
+
 def init_mae_weights(module: nn.Module) -> None:
     """The official MAE initialisation: Xavier-uniform Linear weights, zero biases, LN (1, 0)."""
     for m in module.modules():
