@@ -6,7 +6,8 @@
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 PORT=29500 bash tools/dist_train.sh CONFIG 8
 #
 # Environment: NNODES (1), NODE_RANK (0), MASTER_ADDR (127.0.0.1), PORT (29500),
-# PYTHON (python): the interpreter that runs torchrun and train.py.
+# PYTHON (default: the repository's .venv if present, else python on PATH): the interpreter
+# that runs torchrun and train.py; the first line of stderr names it.
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: $0 CONFIG NGPUS [train.py args...]" >&2

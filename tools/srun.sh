@@ -5,12 +5,24 @@
 #   bash tools/srun.sh PARTITION JOB_NAME SCRIPT [script args...]
 #
 # Environment: GPUS (8, total tasks), GPUS_PER_NODE (min(GPUS, 8)), CPUS_PER_TASK (5),
-# SRUN_ARGS (extra srun options), PYTHON (python), MASTER_PORT (29500, read by mmengine).
+# SRUN_ARGS (extra srun options), MASTER_PORT (29500, read by mmengine), PYTHON (default: the
+# repository's .venv if present, else python on PATH; the first line of stderr names it).
 set -euo pipefail
 GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-$((GPUS < 8 ? GPUS : 8))}
 TOOLS_DIR="$(cd "$(dirname "$0")" && pwd)"
-export PYTHONPATH="$(dirname "$TOOLS_DIR")${PYTHONPATH:+:$PYTHONPATH}"
+# The interpreter: $PYTHON if set, else the repository's .venv if present, else python on PATH
+# (named on the first line of stderr).
+REPO_DIR="$(dirname "$TOOLS_DIR")"
+if [ -n "${PYTHON:-}" ]; then
+  PY="$PYTHON"; PY_FROM='$PYTHON'
+elif [ -x "$REPO_DIR/.venv/bin/python" ]; then
+  PY="$REPO_DIR/.venv/bin/python"; PY_FROM="the repository's .venv"
+else
+  PY=python; PY_FROM="python on PATH: $(command -v python || echo 'not found')"
+fi
+echo "[$(basename "$0")] interpreter: $PY ($PY_FROM)" >&2
+export PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}"
 # shellcheck disable=SC2086  # SRUN_ARGS is a list of options
 exec srun -p "$1" \
   --job-name="$2" \
@@ -20,4 +32,4 @@ exec srun -p "$1" \
   --cpus-per-task="${CPUS_PER_TASK:-5}" \
   --kill-on-bad-exit=1 \
   ${SRUN_ARGS:-} \
-  "${PYTHON:-python}" -u "$TOOLS_DIR/$3" "${@:4}"
+  "$PY" -u "$TOOLS_DIR/$3" "${@:4}"

@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
 # Shared by dist_train.sh and dist_test.sh: run a tools/ script in NPROC processes per node with
 # torchrun, honouring NNODES (1), NODE_RANK (0), MASTER_ADDR (127.0.0.1), PORT (29500) and
-# PYTHON (python), with the repository root on PYTHONPATH.
+# PYTHON (default: the repository's .venv if present, else python on PATH), with the repository
+# root on PYTHONPATH.
 #
 #   bash tools/torchrun.sh SCRIPT NPROC [script args...]
 set -euo pipefail
 SCRIPT=$1
 NPROC=$2
 TOOLS_DIR="$(cd "$(dirname "$0")" && pwd)"
-export PYTHONPATH="$(dirname "$TOOLS_DIR")${PYTHONPATH:+:$PYTHONPATH}"
-exec "${PYTHON:-python}" -m torch.distributed.run \
+# The interpreter: $PYTHON if set, else the repository's .venv if present, else python on PATH
+# (named on the first line of stderr).
+REPO_DIR="$(dirname "$TOOLS_DIR")"
+if [ -n "${PYTHON:-}" ]; then
+  PY="$PYTHON"; PY_FROM='$PYTHON'
+elif [ -x "$REPO_DIR/.venv/bin/python" ]; then
+  PY="$REPO_DIR/.venv/bin/python"; PY_FROM="the repository's .venv"
+else
+  PY=python; PY_FROM="python on PATH: $(command -v python || echo 'not found')"
+fi
+echo "[$(basename "$0")] interpreter: $PY ($PY_FROM)" >&2
+export PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}"
+exec "$PY" -m torch.distributed.run \
   --nnodes="${NNODES:-1}" \
   --node_rank="${NODE_RANK:-0}" \
   --master_addr="${MASTER_ADDR:-127.0.0.1}" \

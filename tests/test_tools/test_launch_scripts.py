@@ -263,3 +263,101 @@ def test_slurm_test_small_job(tmp_path):
     for expected in ('--gres=gpu:2', '--ntasks=2', '--ntasks-per-node=2', '--cpus-per-task=3'):
         assert expected in lines
     assert lines[-4:] == [str(TOOLS / 'test.py'), 'cfg.py', 'ck.pth', '--launcher=slurm']
+
+
+# ------------------------------------------------------------------ the launchers' interpreter
+# A `python` without torch first on PATH: what a shell without the venv activated finds.
+NO_TORCH_PYTHON = ('#!/usr/bin/env bash\n'
+                   'echo "No module named \'torch\'" >&2\nexit 1\n')
+LAUNCHERS = {'dist_train.sh': ['cfg.py', '2'], 'dist_test.sh': ['cfg.py', 'ck.pth', '2'],
+             'slurm_train.sh': ['part', 'job', 'cfg.py', 'wd'],
+             'slurm_test.sh': ['part', 'job', 'cfg.py', 'ck.pth']}
+
+
+def _fake_checkout(tmp_path: Path, with_venv: bool) -> Path:
+    """The launch scripts copied into a checkout of their own, with a torch-less ``python``
+    and ``srun`` on a bin folder, and (``with_venv``) a ``.venv/bin/python`` that prints its
+    arguments."""
+    repo = tmp_path / 'repo'
+    (repo / 'tools').mkdir(parents=True)
+    for name in ('dist_train.sh', 'dist_test.sh', 'torchrun.sh', 'slurm_train.sh',
+                 'slurm_test.sh', 'srun.sh'):
+        (repo / 'tools' / name).write_text((TOOLS / name).read_text())
+    if with_venv:
+        (repo / '.venv' / 'bin').mkdir(parents=True)
+        (repo / '.venv' / 'bin' / 'python').write_text(FAKE_EXE)
+        (repo / '.venv' / 'bin' / 'python').chmod(0o755)
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    for name, text in (('python', NO_TORCH_PYTHON), ('srun', FAKE_EXE)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return repo
+
+
+def _launch(repo: Path, script: str, python=None):
+    env = {k: v for k, v in os.environ.items() if k not in ('PYTHON', 'PYTHONPATH')}
+    env['PATH'] = f'{repo.parent / "bin"}{os.pathsep}{os.environ["PATH"]}'
+    if python is not None:
+        env['PYTHON'] = python
+    return subprocess.run(['bash', str(repo / 'tools' / script)] + LAUNCHERS[script], env=env,
+                          cwd=repo.parent, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize('script', sorted(LAUNCHERS))
+def test_launchers_use_the_checkouts_venv_when_python_is_unset(script, tmp_path):
+    repo = _fake_checkout(tmp_path, with_venv=True)
+    result = _launch(repo, script)
+    assert result.returncode == 0, result.stderr
+    venv_python = str(repo / '.venv' / 'bin' / 'python')
+    first = result.stderr.splitlines()[0]
+    assert venv_python in first and "the repository's .venv" in first, first
+    lines = result.stdout.splitlines()
+    assert lines[0] == f'PYTHONPATH={repo}'
+    if script.startswith('dist_'):  # the .venv interpreter ran torchrun
+        assert lines[1:3] == ['-m', 'torch.distributed.run']
+    else:  # srun was handed the .venv interpreter
+        assert venv_python in lines and lines[lines.index(venv_python) + 1] == '-u'
+
+
+@pytest.mark.parametrize('script', ['dist_train.sh', 'slurm_test.sh'])
+def test_launchers_use_python_env_var_first(script, tmp_path):
+    repo = _fake_checkout(tmp_path, with_venv=True)
+    mine = tmp_path / 'my_python'
+    mine.write_text(FAKE_EXE.replace('PYTHONPATH=', 'MINE PYTHONPATH='))
+    mine.chmod(0o755)
+    result = _launch(repo, script, python=str(mine))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0].endswith(f'interpreter: {mine} ($PYTHON)')
+    if script.startswith('dist_'):
+        assert result.stdout.startswith('MINE PYTHONPATH=')
+    else:
+        assert str(mine) in result.stdout.splitlines()
+
+
+def test_launchers_fall_back_to_python_on_path_and_say_so(tmp_path):
+    repo = _fake_checkout(tmp_path, with_venv=False)
+    result = _launch(repo, 'dist_train.sh')
+    first = result.stderr.splitlines()[0]
+    assert f'python on PATH: {tmp_path / "bin" / "python"}' in first, first
+    assert result.returncode == 1 and "No module named 'torch'" in result.stderr
+
+
+@pytest.mark.skipif(not (REPO_ROOT / '.venv' / 'bin' / 'python').exists(),
+                    reason='this checkout has no .venv')
+def test_dist_train_runs_the_real_venv_without_activation(tmp_path):
+    """The README's bare `bash tools/dist_train.sh CONFIG 1` from a shell whose `python` lacks
+    torch: torchrun and train.py run from the checkout's .venv (train.py prints its help)."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'python').write_text(NO_TORCH_PYTHON)
+    (bin_dir / 'python').chmod(0o755)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('PYTHON', 'PYTHONPATH', 'VIRTUAL_ENV')}
+    env.update(PATH=f'{bin_dir}{os.pathsep}/usr/bin:/bin', OMP_NUM_THREADS='1',
+               PORT=str(29500 + os.getpid() % 1000))
+    result = subprocess.run(['bash', str(TOOLS / 'dist_train.sh'), 'cfg.py', '1', '--help'],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert str(REPO_ROOT / '.venv' / 'bin' / 'python') in result.stderr.splitlines()[0]
+    assert '--cfg-options' in result.stdout and '--launcher' in result.stdout
