@@ -24,6 +24,11 @@ class ReconstructionVisualizationHook(Hook):
     run itself is unchanged by the hook. It runs on rank 0 with the unwrapped model (single
     process or DDP); FSDP-sharded models are refused before training starts.
 
+    A figure never stops training: unreadable images (that the data loader skips) are replaced
+    by the next readable ones of the training set (or dropped from ``image_paths``), and any
+    failure while drawing or writing is logged as one warning (once per distinct error) and
+    training goes on.
+
     Example::
 
         custom_hooks = [dict(type='ReconstructionVisualizationHook', interval=1000)]
@@ -67,19 +72,40 @@ class ReconstructionVisualizationHook(Hook):
         self.name = name
         self.draw_before_train = draw_before_train
         self._noise: Optional[torch.Tensor] = None
+        #: Figures that could not be drawn or written (each distinct error is logged once).
+        self.num_failures = 0
+        self._reported: set = set()
 
     def _training_images(self, runner) -> list:
-        """``num_images`` image paths spread evenly over the training set."""
+        """``num_images`` readable image paths spread evenly over the training set: an
+        unreadable image is replaced by the next readable one after it."""
         dataset = runner.train_dataloader.dataset
         size = len(dataset)
         count = min(self.num_images, size)
-        indices = [round(i * (size - 1) / max(1, count - 1)) for i in range(count)]
-        paths = [dataset.get_data_info(i).get('img_path') for i in indices] \
-            if hasattr(dataset, 'get_data_info') else [None]
-        if any(path is None for path in paths):
+        if not hasattr(dataset, 'get_data_info') or dataset.get_data_info(0).get(
+                'img_path') is None:
             raise ValueError('ReconstructionVisualizationHook: the training set '
                              f'({type(dataset).__name__}) gives no img_path per sample; set '
                              'image_paths=[...] in the hook config')
+        starts = [round(i * (size - 1) / max(1, count - 1)) for i in range(count)]
+        paths, tried, unreadable = [], set(), []
+        budget = min(size, 10 * count + 100)  # a mostly unreadable data set: give up, not scan
+        for start in starts:
+            for index in (start + step for step in range(size)):
+                index %= size
+                if index in tried or len(tried) >= budget:
+                    continue
+                tried.add(index)
+                path = dataset.get_data_info(index).get('img_path')
+                if _unreadable(path):
+                    unreadable.append(path)
+                    continue
+                paths.append(path)
+                break
+        if unreadable:
+            runner.logger.warning(
+                f'ReconstructionVisualizationHook: {len(unreadable)} unreadable training '
+                f'image(s) passed over (first: {unreadable[0]}); drawing {len(paths)} images')
         return paths
 
     def before_train(self, runner) -> None:
@@ -92,6 +118,16 @@ class ReconstructionVisualizationHook(Hook):
                              'with tools/visualization/reconstruct.py')
         if self.image_paths is None:
             self.image_paths = self._training_images(runner)
+        else:
+            readable = [path for path in self.image_paths if not _unreadable(path)]
+            if len(readable) < len(self.image_paths):
+                runner.logger.warning(
+                    'ReconstructionVisualizationHook: unreadable image_paths left out: '
+                    f'{[p for p in self.image_paths if p not in readable][:3]}')
+            self.image_paths = readable
+        if not self.image_paths:
+            runner.logger.warning('ReconstructionVisualizationHook: no readable image to draw; '
+                                  'no reconstruction figures in this run')
         if self.draw_before_train:
             self._draw(runner, step=0)
 
@@ -101,10 +137,24 @@ class ReconstructionVisualizationHook(Hook):
         if self.every_n_train_iters(runner, self.interval) or self.is_last_train_iter(runner):
             self._draw(runner, step=runner.iter + 1)
 
-    @torch.no_grad()
     def _draw(self, runner, step: int) -> None:
-        if not is_main_process():
+        """Draw and write the figure; a failure is logged (once per distinct error), never
+        raised: a figure is not worth a training run."""
+        if not is_main_process() or not self.image_paths:
             return  # visualizer backends write on rank 0 only; spare the others the forward
+        try:
+            self._draw_figure(runner, step)
+        except Exception as err:  # anything: decoding, the model, a visualizer backend
+            reason = f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'
+            self.num_failures += 1
+            if reason not in self._reported:
+                self._reported.add(reason)
+                runner.logger.warning(
+                    f'ReconstructionVisualizationHook: no figure at iteration {step} '
+                    f'({reason}); training goes on (the same error is not logged again)')
+
+    @torch.no_grad()
+    def _draw_figure(self, runner, step: int) -> None:
         from mae_mm.visualization import (load_images_for_model, mask_noise,
                                           reconstruct_with_seed, reconstruction_figure_array)
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
@@ -123,3 +173,13 @@ class ReconstructionVisualizationHook(Hook):
             panels, title=f'iteration {step}, mask ratio {model.backbone.mask_ratio}',
             norm_pix=model.head.norm_pix)
         runner.visualizer.add_image(self.name, figure, step=step)
+
+
+def _unreadable(path: str) -> bool:
+    """Whether the data loader's ``LoadImageSafe`` would skip ``path``."""
+    from mae_mm.datasets.transforms import LoadImageSafe
+    try:
+        LoadImageSafe(on_error='raise').transform(dict(img_path=path))
+    except OSError:
+        return True
+    return False
