@@ -262,6 +262,11 @@ optim_wrapper = OPTIM_WRAPPER_CONSTRUCTORS.build(dict(
                            optimizer=dict(type='AdamW', lr=1e-3)),
     paramwise_cfg=dict(layer_decay_rate=0.75)))(mae)
 built |= {'LayerDecayOptimWrapperConstructor', 'MixedPrecisionOptimWrapper'}
+OPTIM_WRAPPER_CONSTRUCTORS.build(dict(
+    type='FrozenAwareOptimWrapperConstructor', optim_wrapper_cfg=dict(
+        type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05)),
+    paramwise_cfg=dict(norm_decay_mult=0.0)))(mae)
+built.add('FrozenAwareOptimWrapperConstructor')
 
 # Datasets, and both runners: train, checkpoint, auto-resume (all of it under the snapshot).
 import os, tempfile

@@ -1,8 +1,9 @@
 # MAE linear-probing optimisation (official main_linprobe.py; paper Table 10): LARS, lr = 0.1 x
 # batch / 256 (6.4 at the global batch 16384), momentum 0.9, no weight decay, 10 warm-up epochs
 # then cosine to 0, 90 epochs. The head's bias is excluded from the LARS trust ratio, as the
-# official LARS does for every 1-D parameter (the frozen encoder has no trainable parameter;
-# mmengine logs one line per frozen parameter it leaves out).
+# official LARS does for every 1-D parameter. The frozen encoder has no trainable parameter:
+# mae-mm's FrozenAwareOptimWrapperConstructor (mmengine's default constructor otherwise) reports
+# the frozen parameters it leaves out in one log line, where mmengine logs one line each.
 global_batch_size = 16384
 lr = 0.1 * global_batch_size / 256
 warmup_epochs = 10
@@ -12,6 +13,7 @@ optim_wrapper = dict(
     type='MixedPrecisionOptimWrapper',
     loss_scale='dynamic',
     optimizer=dict(type='mmpretrain.LARS', lr=lr, momentum=0.9, weight_decay=0.0),
+    constructor='FrozenAwareOptimWrapperConstructor',
     paramwise_cfg=dict(custom_keys={'head.fc.bias': dict(lars_exclude=True)}))
 
 param_scheduler = [

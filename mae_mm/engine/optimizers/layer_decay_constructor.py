@@ -7,6 +7,7 @@ from mmengine.logging import MMLogger
 from mmengine.optim import DefaultOptimWrapperConstructor
 
 from mae_mm.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from .frozen_params_constructor import log_frozen_parameters
 
 # ``blocks.N.`` (mae-mm, official, timm, mmdet ViTDet) or ``layers.N.`` (mmpretrain, mmseg).
 _BLOCK = re.compile(r'(?:^|\.)(?:blocks|layers)\.(\d+)\.')
@@ -66,7 +67,8 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     relative-position tables get no weight decay. Works for any model whose ViT sits under
     ``backbone.`` (mmpretrain classifiers, mmdet detectors, mmseg segmentors) or a bare ViT;
     from another scope write ``constructor='mae_mm.LayerDecayOptimWrapperConstructor'``.
-    Frozen parameters (``requires_grad=False``) are left out of the optimizer.
+    Frozen parameters (``requires_grad=False``) are left out of the optimizer and reported in
+    one log line (``N frozen parameters (requires_grad=False) are not optimized: ...``).
 
     ``paramwise_cfg`` keys:
         - ``layer_decay_rate`` (float): the decay (0.65 for ViT-B fine-tuning, 0.75 for L/H).
@@ -94,6 +96,7 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         custom_keys = cfg.get('custom_keys', {})
         sorted_custom = sorted(sorted(custom_keys), key=len, reverse=True)
         groups = {}
+        log_frozen_parameters(module)
         for name, param in module.named_parameters():
             if not param.requires_grad:
                 continue
