@@ -1,0 +1,34 @@
+# MAE linear-probing optimisation (official main_linprobe.py; paper Table 10); twin of
+# configs/_base_/schedules/lars_coslr_linear-probe.py: LARS, lr = 0.1 x batch / 256 (6.4 at
+# the global batch 16384), momentum 0.9, no weight decay, 10 warm-up epochs then cosine to 0,
+# 90 epochs; the head's bias excluded from the LARS trust ratio.
+from mmengine.optim import CosineAnnealingLR, LinearLR
+from mmengine.runner import EpochBasedTrainLoop
+from mmpretrain.engine.optimizers import LARS
+
+from mae_mm.engine.optimizers import (FrozenAwareOptimWrapperConstructor,
+                                      MixedPrecisionOptimWrapper)
+
+global_batch_size = 16384
+lr = 0.1 * global_batch_size / 256
+warmup_epochs = 10
+max_epochs = 90
+
+optim_wrapper = dict(
+    type=MixedPrecisionOptimWrapper,
+    loss_scale='dynamic',
+    optimizer=dict(type=LARS, lr=lr, momentum=0.9, weight_decay=0.0),
+    constructor=FrozenAwareOptimWrapperConstructor,
+    paramwise_cfg=dict(custom_keys={'head.fc.bias': dict(lars_exclude=True)}))
+
+param_scheduler = [
+    dict(type=LinearLR, start_factor=1e-4, by_epoch=True, begin=0, end=warmup_epochs,
+         convert_to_iter_based=True),
+    dict(type=CosineAnnealingLR, T_max=max_epochs - warmup_epochs, eta_min=0.0, by_epoch=True,
+         begin=warmup_epochs, end=max_epochs, convert_to_iter_based=True),
+]
+train_cfg = dict(type=EpochBasedTrainLoop, max_epochs=max_epochs, val_interval=1)
+val_cfg = dict()
+test_cfg = dict()
+
+auto_scale_lr = dict(base_batch_size=global_batch_size)
