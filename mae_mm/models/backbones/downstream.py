@@ -13,6 +13,10 @@ from ..layers import layer_norm_eps, resize_pos_embed
 OUT_TYPES = ('raw', 'cls_token', 'featmap', 'avg_featmap')
 
 
+def _size(size: Tuple[int, int]):
+    return size[0] if size[0] == size[1] else tuple(size)
+
+
 class DownstreamMixin:
     """For :class:`MaskedViT` (and its subclasses): ``init_weights`` from a ``Pretrained``
     init_cfg, ``load_pretrained``, ``_freeze_stages`` and ``forward_features``.
@@ -22,34 +26,66 @@ class DownstreamMixin:
     ``final_norm``, ``out_type``, ``out_indices``, ``init_cfg``).
     """
 
-    # Keys a pretraining checkpoint never has: added by fine-tuning or downstream subclasses.
-    EXPECTED_MISSING_KEYS = (r'^fc_norm\.', r'^mask_token$', r'rel_pos', r'relative_position')
+    #: Keys a pretraining checkpoint never has (added by fine-tuning: the pooled-feature norm of
+    #: ``out_type='avg_featmap'``; the mask-token ablation's token). Subclasses add their own.
+    EXPECTED_MISSING_KEYS = (r'^fc_norm\.', r'^mask_token$')
+    #: Checkpoint keys this model may not use without it being an error (the same modules, in a
+    #: fine-tuned or ablation checkpoint loaded into a model without them).
+    EXPECTED_UNEXPECTED_KEYS = (r'^fc_norm\.', r'^mask_token$')
+
+    def expected_missing_keys(self) -> Tuple[str, ...]:
+        """Patterns of keys that may be absent from a pretrained checkpoint: those of
+        ``EXPECTED_MISSING_KEYS``, and the final ``norm`` when it is not applied
+        (``final_norm=False``; official fine-tuned checkpoints drop it)."""
+        return tuple(self.EXPECTED_MISSING_KEYS) + (() if self.final_norm else (r'^norm\.', ))
 
     def init_weights(self) -> None:
         """Load ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')`` from any
         checkpoint format (mae-mm, official MAE, timm, mmpretrain, Hugging Face ViTMAE folder or
-        file), resampling the position table
-        to this model's grid and logging every missing and unexpected key by name."""
+        file), resampling the position table to this model's grid and logging the key report.
+
+        A checkpoint that does not fit (missing keys beyond :meth:`expected_missing_keys`,
+        unexpected keys, other shapes: another architecture) raises
+        :class:`~mae_mm.utils.checkpoint.PretrainedKeyMismatchError` before any training;
+        ``allow_partial=True`` in the init_cfg loads the keys that fit instead, with the report
+        as a warning."""
         cfg = self.init_cfg if isinstance(self.init_cfg, dict) else None
         if cfg and cfg.get('type') == 'Pretrained':
-            self.load_pretrained(cfg['checkpoint'], cfg.get('prefix', 'backbone.'))
+            unknown = sorted(set(cfg) - {'type', 'checkpoint', 'prefix', 'map_location',
+                                         'allow_partial', '_scope_'})
+            if unknown:
+                raise ValueError(f'model.backbone.init_cfg has unknown keys {unknown}: a '
+                                 "Pretrained init_cfg takes checkpoint, prefix and allow_partial")
+            self.load_pretrained(cfg['checkpoint'], cfg.get('prefix', 'backbone.'),
+                                 allow_partial=bool(cfg.get('allow_partial', False)))
             self._is_init = True
             return
         super().init_weights()
 
-    def load_pretrained(self, checkpoint, prefix: str = 'backbone.') -> str:
+    def load_pretrained(self, checkpoint, prefix: str = 'backbone.',
+                        allow_partial: bool = False) -> str:
         """Load encoder weights from a checkpoint file, Hugging Face model folder or dict of any
         supported format.
 
+        Args:
+            checkpoint (str | PathLike | Mapping): The checkpoint.
+            prefix (str): Prefix of the encoder's keys in it (``'backbone.'``).
+            allow_partial (bool): Load the keys that fit when others do not (the report is then a
+                warning) instead of raising. Defaults to False.
+
         Returns:
-            str: The key report (also logged). Missing keys other than those of
-            ``EXPECTED_MISSING_KEYS`` are logged as a warning, and so is a Hugging Face
-            checkpoint whose LayerNorm eps (``config.json``) differs from this model's ``norm_eps``
-            (one line naming the config field; the model is not changed).
+            str: The key report (also logged). A Hugging Face checkpoint whose LayerNorm eps
+            (``config.json``) differs from this model's ``norm_eps`` is a warning (one line
+            naming the config field; the model is not changed).
+
+        Raises:
+            PretrainedKeyMismatchError: Missing keys other than :meth:`expected_missing_keys`,
+                unexpected keys or keys of another shape, unless ``allow_partial``; one line
+                naming the file, the keys (grouped) and the fix. Nothing is loaded.
         """
-        from mae_mm.utils.checkpoint import (detect_format, hf_config_of,
-                                             load_backbone_state_dict, norm_eps_note,
-                                             read_checkpoint, split_key_mismatch)
+        from mae_mm.utils.checkpoint import (PretrainedKeyMismatchError, detect_format,
+                                             hf_config_of, load_backbone_state_dict,
+                                             norm_eps_note, read_checkpoint, split_key_mismatch)
         name = str(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else 'checkpoint'
         if isinstance(checkpoint, (str, os.PathLike)):
             checkpoint = read_checkpoint(checkpoint, map_location='cpu')
@@ -60,6 +96,7 @@ class DownstreamMixin:
                                  {'model.backbone.norm_eps': layer_norm_eps(self)}, name)
             if note:
                 logger.warning(note)
+        resampled = None
         if 'pos_embed' in state and state['pos_embed'].shape != self.pos_embed.shape:
             num = state['pos_embed'].shape[1] - 1
             side = int(round(num**0.5))
@@ -68,8 +105,26 @@ class DownstreamMixin:
                                  'grid: resize it to this model before loading')
             state['pos_embed'] = resize_pos_embed(state['pos_embed'], (side, side),
                                                   self.grid_size)
-        mismatch = split_key_mismatch(self.state_dict(), state, self.EXPECTED_MISSING_KEYS)
+            resampled = (side, side)
+        mismatch = split_key_mismatch(self.state_dict(), state, self.expected_missing_keys(),
+                                      self.EXPECTED_UNEXPECTED_KEYS)
         report = mismatch.report(f'{type(self).__name__} <- {name}')
+        if resampled is not None:
+            report += (f'\nposition table resampled from the checkpoint\'s {resampled[0]} x '
+                       f'{resampled[1]} grid to {self.grid_size[0]} x {self.grid_size[1]} '
+                       f'(model.backbone.img_size={_size(self.img_size)}, '
+                       f'patch_size={self.patch_size})')
+        if not mismatch.ok and not allow_partial:
+            logger.error(report)
+            raise PretrainedKeyMismatchError(
+                f'model.backbone.init_cfg: checkpoint {name!r} does not fit '
+                f'{type(self).__name__} ({len(mismatch.matched)} keys fit; '
+                f'{mismatch.summary()}): use a checkpoint of this architecture (arch, '
+                'patch_size), or set model.backbone.init_cfg.allow_partial=True to load only the '
+                'keys that fit')
+        if not mismatch.ok:
+            report += ('\nallow_partial=True: the keys that fit are loaded, the others keep '
+                       'their initial values')
         logger.log(logging.INFO if mismatch.ok else logging.WARNING, report)
         for key, _, _ in mismatch.shape_mismatch:
             state.pop(key)

@@ -29,7 +29,8 @@ class ViTDetBackbone(MaskedViT):
     - window attention in most blocks and global attention in ``global_attn_indexes``
       (``window_size=0``: every block global, as for UperNet);
     - decomposed relative position bias, zero-initialised; pretraining checkpoints lack it, and
-      the load report lists it as expected-missing;
+      the load report lists it as expected-missing (any other key that does not fit is an error,
+      see :meth:`~DownstreamMixin.load_pretrained`);
     - the absolute position table resampled (bicubic, on its 2-D grid) to ``img_size`` when
       loading and to any other input grid in the forward pass;
     - no cls token: the tokens stay on their (H/p, W/p) grid and every output is an NCHW map of
@@ -63,6 +64,9 @@ class ViTDetBackbone(MaskedViT):
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=PATH,
             prefix='backbone.')``.
     """
+
+    #: MAE checkpoints have no relative-position tables: ViTDet adds them (zero-initialised).
+    EXPECTED_MISSING_KEYS = MaskedViT.EXPECTED_MISSING_KEYS + (r'\.rel_pos_[hw]$', )
 
     def __init__(self,
                  arch: Union[str, dict] = 'base',

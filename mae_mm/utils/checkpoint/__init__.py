@@ -13,7 +13,8 @@ from .formats import (FORMATS, TARGET_FORMATS, detect_format, expected_keys, sin
 from .hf import (HF_DEFAULT_LAYER_NORM_EPS, hf_config_of, hf_layer_norm_eps, norm_eps_note,
                  read_checkpoint)
 from .hf_keys import hf_key_to_official, official_key_to_hf
-from .key_report import KeyMismatch, group_keys, report_key_mismatch, split_key_mismatch
+from .key_report import (KeyMismatch, PretrainedKeyMismatchError, group_keys, report_key_mismatch,
+                         split_key_mismatch)
 from .saving import mae_mm_checkpoint, save_checkpoint_atomic
 
 __all__ = [
@@ -21,7 +22,7 @@ __all__ = [
     'convert_state_dict', 'detect_format', 'expected_keys', 'group_keys', 'hf_config_of',
     'hf_key_to_official', 'hf_layer_norm_eps', 'hf_to_mae_mm', 'load_backbone_state_dict',
     'mae_mm_checkpoint', 'mae_mm_to_hf', 'mae_mm_to_official', 'mmpretrain_to_mae_mm',
-    'norm_eps_note', 'official_key_to_hf', 'official_to_mae_mm', 'read_checkpoint',
-    'report_key_mismatch', 'save_checkpoint_atomic', 'sincos_orientation', 'split_key_mismatch',
-    'unwrap_state_dict'
+    'PretrainedKeyMismatchError', 'norm_eps_note', 'official_key_to_hf', 'official_to_mae_mm',
+    'read_checkpoint', 'report_key_mismatch', 'save_checkpoint_atomic', 'sincos_orientation',
+    'split_key_mismatch', 'unwrap_state_dict'
 ]

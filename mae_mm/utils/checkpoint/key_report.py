@@ -8,6 +8,10 @@ from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple, Unio
 import torch
 
 
+class PretrainedKeyMismatchError(ValueError):
+    """A ``Pretrained`` init_cfg checkpoint whose keys do not fit the backbone."""
+
+
 @dataclass
 class KeyMismatch:
     """Keys of a model against keys of a checkpoint (see :func:`split_key_mismatch`)."""
@@ -22,6 +26,31 @@ class KeyMismatch:
     def ok(self) -> bool:
         """No missing, unexpected or mis-shaped key beyond the expected ones."""
         return not (self.missing or self.unexpected or self.shape_mismatch)
+
+    def summary(self, limit: int = 6) -> str:
+        """The keys that do not fit, grouped, on one line (for one-line errors), e.g.
+        ``25 model keys missing (blocks.{4-5}.attn.qkv.{bias,weight}, ...); 1 key of another
+        shape (patch_embed.proj.weight [64, 3, 8, 8] vs model [64, 3, 4, 4])``."""
+        def groups(keys: List[str]) -> str:
+            grouped = group_keys(keys)
+            more = f', ... {len(grouped) - limit} more' if len(grouped) > limit else ''
+            return ', '.join(grouped[:limit]) + more
+
+        def count(n: int, what: str) -> str:
+            return f'{n} {what}{"s" if n != 1 else ""}'
+
+        parts = []
+        if self.missing:
+            parts.append(f'{count(len(self.missing), "model key")} missing '
+                         f'({groups(self.missing)})')
+        if self.unexpected:
+            parts.append(f'{count(len(self.unexpected), "unexpected key")} '
+                         f'({groups(self.unexpected)})')
+        if self.shape_mismatch:
+            shown = ', '.join(f'{k} {list(c)} vs model {list(m)}'
+                              for k, m, c in self.shape_mismatch[:4])
+            parts.append(f'{count(len(self.shape_mismatch), "key")} of another shape ({shown})')
+        return '; '.join(parts)
 
     def report(self, title: str = 'checkpoint') -> str:
         """Readable lines; keys differing only in block index are grouped (``blocks.{0-11}``)."""
