@@ -1,6 +1,11 @@
 # CPU quick start: MAE on 32 px crops of the photographs bundled with scikit-image, a few
-# minutes on a laptop. `python tools/quickstart.py` writes the image folder, trains with this
+# minutes on 2 CPU cores. `python tools/quickstart.py` writes the image folder, trains with this
 # config and draws a reconstruction figure.
+#
+# The target is the unnormalised pixels (norm_pix=False), as for the official visualisation
+# checkpoints (mae_visualize_*.pth), so the figure shows the model's prediction alone. The
+# recipes' per-patch normalised target (norm_pix=True) predicts each hidden patch up to its mean
+# and std, which a figure can only fill in from the hidden patches themselves.
 _base_ = [
     '../_base_/models/mae_vit-base-p16.py',
     '../_base_/datasets/imagenet_mae.py',
@@ -12,7 +17,8 @@ model = dict(
         arch=dict(_delete_=True, embed_dims=192, num_layers=6, num_heads=3, feedforward_channels=768),
         img_size=32,
         patch_size=4),
-    neck=dict(decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4))
+    neck=dict(decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4),
+    head=dict(norm_pix=False))
 
 train_dataloader = dict(
     batch_size=64,
