@@ -1,7 +1,12 @@
 """Packaging for mae-mm.
 
-``pip install .`` (non-editable) ships ``mae_mm/.mim/{configs,tools,model-index.yml}`` so that
-``mim train mae_mm <config>`` finds configs and tools, as mmpretrain does with the same helper.
+``pip install .`` (non-editable) ships ``mae_mm/.mim/{configs,tools,projects,model-index.yml}`` so
+that ``mim train mae_mm <config>`` finds configs and tools, as mmpretrain does with the same helper
+(``projects/`` holds the ViTDet and UperNet text recipes).
+
+It also ships ``mae_mm/configs/**.py`` (package data, listed in MANIFEST.in; not a Python
+package, so ``import mae_mm`` never imports it): the pure-Python recipes that a user's own
+project inherits with ``with read_base(): from mae_mm.configs.<...> import *``.
 """
 import os
 import os.path as osp
@@ -30,7 +35,8 @@ def parse_requirements(fname: str) -> list:
 
 
 def add_mim_extension() -> None:
-    """Copy (or link, for editable installs) configs/tools/model-index into ``mae_mm/.mim``."""
+    """Copy (or link, for editable installs) configs/tools/projects/model-index into
+    ``mae_mm/.mim``."""
     if 'develop' in sys.argv or 'editable_wheel' in sys.argv:
         mode = 'symlink' if platform.system() != 'Windows' else 'copy'
     elif {'sdist', 'bdist_wheel', 'build', 'build_py'} & set(sys.argv):
@@ -39,7 +45,7 @@ def add_mim_extension() -> None:
         return
     mim_path = osp.join(ROOT, 'mae_mm', '.mim')
     os.makedirs(mim_path, exist_ok=True)
-    for name in ('configs', 'tools', 'model-index.yml'):
+    for name in ('configs', 'tools', 'projects', 'model-index.yml'):
         src = osp.join(ROOT, name)
         dst = osp.join(mim_path, name)
         if not osp.exists(src):

@@ -97,7 +97,28 @@ def _distributions(site_packages):
             for d in importlib.metadata.distributions(path=[site_packages])}
 
 
-def _run(cmd, cwd, env, timeout=300):
+def subprocess_env():
+    """The environment of the subprocesses: no PYTHONPATH (the checkout is not importable), one
+    OpenMP thread, no pip version check."""
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    env.update(OMP_NUM_THREADS='1', PIP_DISABLE_PIP_VERSION_CHECK='1')
+    return env
+
+
+def build_wheel(tmp_path, env):
+    """A non-editable mae-mm wheel built from a copy of the checkout (the build writes .mim/ and
+    build/); its path, and the seconds it took."""
+    src = tmp_path / 'src'
+    shutil.copytree(REPO_ROOT, src, ignore=shutil.ignore_patterns(
+        '.venv', '.git', '.cache', 'work_dirs', 'data', 'build', '*.egg-info', '__pycache__',
+        '.mim', '.pytest_cache'))
+    _, seconds = run_checked(
+        [sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w',
+         str(tmp_path / 'dist'), str(src)], tmp_path, env)
+    return glob.glob(str(tmp_path / 'dist' / 'mae_mm-*.whl'))[0], seconds
+
+
+def run_checked(cmd, cwd, env, timeout=300):
     start = time.time()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -106,7 +127,7 @@ def _run(cmd, cwd, env, timeout=300):
     return output, time.time() - start
 
 
-def _throwaway_venv(root):
+def throwaway_venv(root):
     """A venv without pip of its own that sees the main environment through a .pth file."""
     venv = root / 'venv'
     subprocess.run([sys.executable, '-m', 'venv', '--without-pip', str(venv)], check=True)
@@ -145,44 +166,36 @@ def test_mim_round_trip_in_a_throwaway_venv(tmp_path, photo_folder):
     timings = {}
     main_site = sysconfig.get_paths()['purelib']
     main_before = _distributions(main_site)
-    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-    env.update(OMP_NUM_THREADS='1', PIP_DISABLE_PIP_VERSION_CHECK='1')
+    env = subprocess_env()
 
-    # A non-editable wheel, built from a copy (the build writes .mim/ and build/).
-    src = tmp_path / 'src'
-    shutil.copytree(REPO_ROOT, src, ignore=shutil.ignore_patterns(
-        '.venv', '.git', '.cache', 'work_dirs', 'data', 'build', '*.egg-info', '__pycache__',
-        '.mim', '.pytest_cache'))
-    _, timings['build wheel'] = _run(
-        [sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w',
-         str(tmp_path / 'dist'), str(src)], tmp_path, env)
-    wheel = glob.glob(str(tmp_path / 'dist' / 'mae_mm-*.whl'))[0]
+    wheel, timings['build wheel'] = build_wheel(tmp_path, env)
 
-    venv, python, site = _throwaway_venv(tmp_path)
+    venv, python, site = throwaway_venv(tmp_path)
     mim = str(venv / 'bin' / 'mim')
     start = time.time()
     proc = subprocess.run([str(python), '-m', 'pip', 'install', '-q', '--no-deps', OPENMIM],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (f'cannot install {OPENMIM} (is the package index reachable?): '
                                   f'{(proc.stdout + proc.stderr).strip().splitlines()[-1:]}')
-    _run([str(python), '-m', 'pip', 'install', '-q', *OPENMIM_DEPS], tmp_path, env)
+    run_checked([str(python), '-m', 'pip', 'install', '-q', *OPENMIM_DEPS], tmp_path, env)
     timings['install openmim'] = time.time() - start
 
     # `mim install` of the local wheel; the mmcv find-link it adds points nowhere (offline).
     install_env = dict(env, MMCV_BASE_URL=f'file://{tmp_path / "no_mmcv_mirror"}')
-    _, timings['mim install'] = _run([mim, 'install', '--no-index', wheel], tmp_path,
+    _, timings['mim install'] = run_checked([mim, 'install', '--no-index', wheel], tmp_path,
                                      install_env)
-    where, _ = _run([str(python), '-c', 'import mae_mm; print(mae_mm.__file__)'], tmp_path, env)
+    where, _ = run_checked([str(python), '-c', 'import mae_mm; print(mae_mm.__file__)'],
+                           tmp_path, env)
     assert where.strip() == osp.join(site, 'mae_mm', '__init__.py')
     assert osp.isfile(osp.join(site, 'mae_mm', '.mim', 'tools', 'train.py'))
 
-    out, timings['mim search'] = _run([mim, 'search', 'mae_mm'], tmp_path, env)
+    out, timings['mim search'] = run_checked([mim, 'search', 'mae_mm'], tmp_path, env)
     for model in _indexed_models():
         assert f'config id: {model["Name"]}' in out
 
     # The config is given by name only: mim finds it inside the installed package.
     work_dir = tmp_path / 'train'
-    out, timings['mim train'] = _run(
+    out, timings['mim train'] = run_checked(
         [mim, 'train', 'mae_mm', QUICKSTART_CONFIG, '--gpus', '0', '--work-dir', str(work_dir),
          '--cfg-options', 'train_cfg.max_iters=2', 'train_dataloader.batch_size=4',
          'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
@@ -198,7 +211,7 @@ def test_mim_round_trip_in_a_throwaway_venv(tmp_path, photo_folder):
         data_root=str(_labelled_folder(photo_folder, tmp_path / 'labelled'))))
     classifier = tmp_path / 'classifier.pth'
     _classifier_checkpoint(work_dir / 'iter_2.pth', classifier)
-    out, timings['mim test'] = _run(
+    out, timings['mim test'] = run_checked(
         [mim, 'test', 'mae_mm', str(eval_config), '--checkpoint', str(classifier), '--gpus', '0',
          '--work-dir', str(tmp_path / 'test')], tmp_path, env)
     assert osp.join(site, 'mae_mm', '.mim', 'tools', 'test.py') in out
