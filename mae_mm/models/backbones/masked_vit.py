@@ -3,6 +3,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 
 from mae_mm.registry import MODELS
@@ -75,6 +76,7 @@ class MaskedViT(DownstreamMixin, BaseModule):
             raise ValueError(f'img_size={self.img_size} is not divisible by patch_size='
                              f'{patch_size}: use a multiple of {patch_size} (e.g. 224 for 16)')
         self.grid_size = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
+        self._resampling_logged = False
         check_mask_config(mask_strategy, mask_ratio, self.grid_size, min_block_patches)
         if out_type not in OUT_TYPES:
             raise ValueError(f'out_type={out_type!r} is unknown: use one of {OUT_TYPES}')
@@ -129,7 +131,21 @@ class MaskedViT(DownstreamMixin, BaseModule):
             nn.init.normal_(self.mask_token, std=0.02)
 
     def position_embedding(self, grid_size: Tuple[int, int]) -> torch.Tensor:
-        """The (1, 1+L, D) table for ``grid_size``, resampled when it differs from training."""
+        """The (1, 1+L, D) table for ``grid_size``, resampled when it differs from training.
+
+        The first resampling of this module is logged (one line naming
+        ``model.backbone.img_size``); later ones, at every step of a run whose inputs have
+        another size, are not."""
+        grid_size = tuple(grid_size)
+        if grid_size != self.grid_size and not self._resampling_logged:
+            self._resampling_logged = True
+            MMLogger.get_current_instance().info(
+                f'{type(self).__name__}: position table resampled from its '
+                f'{self.grid_size[0]} x {self.grid_size[1]} grid (model.backbone.img_size='
+                f'{self.img_size[0] if self.img_size[0] == self.img_size[1] else self.img_size}'
+                f') to {grid_size[0]} x {grid_size[1]} for inputs of '
+                f'{grid_size[0] * self.patch_size} x {grid_size[1] * self.patch_size} px; '
+                'logged once, not at every resampling')
         return resize_pos_embed(self.pos_embed, self.grid_size, grid_size)
 
     def make_noise(self, batch_size: int, grid_size: Tuple[int, int],
