@@ -4,6 +4,7 @@ Examples::
 
     python tools/train.py configs/mae_vit-b_400e.py
     python tools/train.py CONFIG --amp --work-dir work_dirs/run1 --cfg-options model.x=1
+    python tools/train.py CONFIG --no-amp                      # fp32, whatever the config says
     python tools/train.py CONFIG --resume                       # latest checkpoint in work_dir
     python tools/train.py CONFIG --resume work_dirs/run1/epoch_10.pth
     bash tools/dist_train.sh CONFIG 8 --amp                    # 8 processes via torchrun
@@ -48,8 +49,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--resume', nargs='?', type=str, const='auto',
         help='resume training: from the given checkpoint, or, without a value, from the latest '
         'checkpoint in the work directory')
-    parser.add_argument('--amp', action='store_true',
-                        help='automatic mixed precision: fp16 + dynamic loss scale on GPUs, bf16 on CPU')
+    amp = parser.add_mutually_exclusive_group()
+    amp.add_argument('--amp', action='store_true', default=None,
+                     help='automatic mixed precision: fp16 + dynamic loss scale on GPUs, bf16 on '
+                     'CPU')
+    amp.add_argument('--no-amp', dest='amp', action='store_false', default=None,
+                     help='full precision: a mixed-precision optim_wrapper of the config '
+                     '(AmpOptimWrapper, MixedPrecisionOptimWrapper) becomes a plain OptimWrapper '
+                     'and its loss_scale / dtype / use_fsdp / cpu_dtype are dropped')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the actual/base batch size ratio '
                         '(needs auto_scale_lr.base_batch_size in the config)')
@@ -82,10 +89,11 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         Config: ``cfg``, modified.
 
     Raises:
-        ValueError: ``--amp`` with a non-standard optimizer wrapper type, or
+        ValueError: ``--amp`` / ``--no-amp`` with a non-standard optimizer wrapper type, or
             ``--auto-scale-lr`` without ``auto_scale_lr.base_batch_size`` in the config.
     """
     cfg.launcher = args.launcher
+    normalize_inherited_cfg(cfg)
 
     # work_dir: command line > config > ./work_dirs/<config stem>
     if args.work_dir is not None:
@@ -100,6 +108,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 
     if args.amp:
         _enable_amp(cfg)
+    elif args.amp is False:
+        _disable_amp(cfg)
 
     if args.auto_scale_lr:
         scale_cfg = cfg.get('auto_scale_lr')
@@ -138,6 +148,48 @@ def _enable_amp(cfg: Config) -> None:
                          f'{wrapper_type!r}; set its mixed-precision options in the config')
     optim_wrapper.type = 'mae_mm.MixedPrecisionOptimWrapper'
     optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
+#: The optimizer wrappers ``--no-amp`` turns into ``OptimWrapper``, and the arguments only they
+#: take (mmengine's ``AmpOptimWrapper`` and mae-mm's ``MixedPrecisionOptimWrapper``).
+AMP_WRAPPERS = ('AmpOptimWrapper', 'MixedPrecisionOptimWrapper')
+AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp', 'cpu_dtype')
+
+
+def _disable_amp(cfg: Config) -> None:
+    """Switch a mixed-precision ``cfg.optim_wrapper`` to a plain ``OptimWrapper`` (``--no-amp``).
+
+    ``--cfg-options optim_wrapper.type=OptimWrapper`` alone cannot do it: the mixed-precision
+    arguments stay and ``OptimWrapper`` refuses them (``unexpected keyword argument
+    'loss_scale'``).
+    """
+    optim_wrapper = cfg.get('optim_wrapper')
+    if optim_wrapper is None:
+        raise ValueError('--no-amp needs an `optim_wrapper` in the config')
+    wrapper_type = str(optim_wrapper.get('type', 'OptimWrapper'))
+    name = wrapper_type.split('.')[-1]
+    if name == 'OptimWrapper':
+        warnings.warn(f'--no-amp: the config already uses {wrapper_type}; left as it is')
+        return
+    if name not in AMP_WRAPPERS:
+        raise ValueError(f'--no-amp only converts {" / ".join(AMP_WRAPPERS)}, but the config '
+                         f'uses optim_wrapper.type={wrapper_type!r}; set its precision options '
+                         'in the config')
+    optim_wrapper.type = 'OptimWrapper'
+    for key in AMP_ONLY_KEYS:
+        optim_wrapper.pop(key, None)
+
+
+def normalize_inherited_cfg(cfg: Config) -> None:
+    """Make a config that inherits another package's (``_base_ = 'mmpretrain::...'``) build on
+    mmengine's stock Runner too, in place: the ``_scope_`` keys that the inheritance adds to
+    ``collate_fn`` / ``worker_init_fn`` are resolved (see
+    :func:`mae_mm.engine.runner.resolve_scoped_functions`; mae-mm's runners do it themselves).
+    """
+    from mae_mm.engine.runner import resolve_scoped_functions
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        if isinstance(cfg.get(key), dict):
+            cfg[key] = resolve_scoped_functions(cfg[key])
 
 
 def adapt_cfg_to_cpu_distributed(cfg: Config) -> None:
