@@ -271,3 +271,22 @@ def test_position_table_resampling_of_the_pretraining_model_is_logged_once():
     finally:
         logger.removeHandler(records)
     assert sum('position table resampled' in m for m in records.messages) == 1
+
+
+@pytest.mark.parametrize('runner_name', ['MAERunner', 'MAEFlexibleRunner'])
+def test_both_runners_resolve_scoped_collate_functions(photo_folder, runner_name):
+    """``build_dataloader`` of both runners (staticmethods, as in mmengine) with the
+    ``collate_fn`` that inheriting an mmpretrain config produces."""
+    from mae_mm import engine
+    loader_cfg = dict(
+        batch_size=4, num_workers=0,
+        sampler=dict(type='DefaultSampler', shuffle=False, _scope_='mmpretrain'),
+        collate_fn=dict(type='default_collate', _scope_='mmpretrain'),
+        dataset=dict(type='ImageFolder', data_root=photo_folder, data_prefix='',
+                     with_label=False, pipeline=[
+                         dict(type='FastRandomResizedCrop', scale=32),
+                         dict(type='mmpretrain.PackInputs')]))
+    loader = getattr(engine, runner_name).build_dataloader(loader_cfg, seed=0)
+    batch = next(iter(loader))
+    assert batch['inputs'].shape == (4, 3, 32, 32)  # default_collate stacked the images
+    assert loader_cfg['collate_fn'] == dict(type='default_collate', _scope_='mmpretrain')
