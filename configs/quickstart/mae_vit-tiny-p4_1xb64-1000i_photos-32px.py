@@ -40,6 +40,8 @@ max_iters = 1000
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05),
+    # mmengine's constructor; the fixed sin-cos position tables (frozen) reported in one line
+    constructor='FrozenAwareOptimWrapperConstructor',
     paramwise_cfg=dict(
         norm_decay_mult=0.0,
         bias_decay_mult=0.0,

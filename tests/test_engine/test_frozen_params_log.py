@@ -104,3 +104,37 @@ def test_partial_finetune_logs_one_line():
 ])
 def test_summary_of_frozen_names(named, expected):
     assert summarize_frozen(named) == expected
+
+
+def test_module_with_frozen_and_trainable_parameters_of_its_own():
+    """A pretraining MAE: MaskedViT holds the fixed sin-cos pos_embed (frozen) next to its
+    cls_token and mask token (trained); the decoder likewise. One grouped line, same groups as
+    mmengine's constructor, and the model's own parameter tables untouched."""
+    from ..conftest import tiny_mae_cfg
+    optim = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+                 paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0,
+                                    custom_keys={'cls_token': dict(decay_mult=0.0)}))
+    built = {}
+    for constructor in ('FrozenAwareOptimWrapperConstructor', 'DefaultOptimWrapperConstructor'):
+        model = MODELS.build(tiny_mae_cfg())
+        logger = MMLogger.get_instance(f'frozen-log-mixed-{constructor}', log_level='DEBUG')
+        handler = _Records()
+        logger.addHandler(handler)
+        try:
+            wrapper = build_optim_wrapper(model, dict(optim, constructor=constructor))
+        finally:
+            logger.removeHandler(handler)
+        names = {id(p): n for n, p in model.named_parameters()}
+        built[constructor] = (model, handler.messages, sorted(
+            (names[id(p)], tuple(sorted((k, v) for k, v in g.items() if k != 'params')))
+            for g in wrapper.optimizer.param_groups for p in g['params']))
+    model, messages, groups = built['FrozenAwareOptimWrapperConstructor']
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen == ['backbone.pos_embed', 'neck.decoder_pos_embed']
+    assert [m for m in messages if 'requires_grad' in m] == [
+        '2 frozen parameters (requires_grad=False) are not optimized: backbone.pos_embed, '
+        'neck.decoder_pos_embed']
+    assert groups == built['DefaultOptimWrapperConstructor'][2]
+    assert {n for n, _ in groups} == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert 'pos_embed' in model.backbone._parameters  # the model is not changed
+    assert sum('is skipped since' in m for m in built['DefaultOptimWrapperConstructor'][1]) == 2

@@ -1,5 +1,7 @@
 """Frozen parameters reported in one grouped log line instead of one line per parameter."""
+import copy
 import re
+from collections import OrderedDict
 from typing import List, Optional, Sequence, Tuple
 
 import torch.nn as nn
@@ -86,10 +88,11 @@ class FrozenAwareOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     A module whose parameters are all frozen is left out whole (mmengine would log each of its
     parameters and add none of them). A module that holds frozen *and* trainable parameters of
-    its own (not through a child) is handed to mmengine as it is, which still logs its frozen
-    ones one by one; mae-mm's models have no such module. Without ``paramwise_cfg`` mmengine
-    gives the optimizer ``model.parameters()`` (frozen ones included, unused) and logs nothing;
-    this constructor does the same.
+    its own (e.g. a ViT's fixed sin-cos ``pos_embed`` next to its ``cls_token``) is handed to
+    mmengine as a shallow copy without the frozen ones: same class (norm / depth-wise rules),
+    same parameter objects, same children; the model itself is not touched. Without
+    ``paramwise_cfg`` mmengine gives the optimizer ``model.parameters()`` (frozen ones
+    included, unused) and logs nothing; this constructor does the same.
 
     Opt in with ``optim_wrapper=dict(constructor='FrozenAwareOptimWrapperConstructor', ...)``
     (``'mae_mm.FrozenAwareOptimWrapperConstructor'`` from another scope).
@@ -102,4 +105,16 @@ class FrozenAwareOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             log_frozen_parameters(module)
         if not any(param.requires_grad for param in module.parameters()):
             return  # all frozen: mmengine would add nothing and log every parameter
+        if any(not param.requires_grad for param in module.parameters(recurse=False)):
+            module = _without_frozen_own_parameters(module)
         super().add_params(params, module, prefix=prefix, is_dcn_module=is_dcn_module)
+
+
+def _without_frozen_own_parameters(module: nn.Module) -> nn.Module:
+    """A shallow copy of ``module`` whose own parameter table leaves out frozen parameters;
+    children, buffers and the trainable parameter objects are shared, ``module`` is unchanged."""
+    view = copy.copy(module)
+    view.__dict__['_parameters'] = OrderedDict(
+        (name, param) for name, param in module._parameters.items()
+        if param is None or param.requires_grad)
+    return view
