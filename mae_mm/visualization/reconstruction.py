@@ -157,6 +157,21 @@ def reconstruct_with_seed(model, imgs: torch.Tensor, seed: int = 0,
     return outputs, reconstruction_panels(outputs['input'], outputs, mean, std)
 
 
+def unreadable_images(image_paths: Sequence[str]) -> List[Tuple[str, str]]:
+    """The files among ``image_paths`` that cannot be read or decoded as images (missing,
+    corrupt, truncated JPEG...), as ``(path, reason)``; decoded as :func:`load_images_for_model`
+    decodes them, so that a caller can report or leave them out before loading."""
+    from mae_mm.datasets.transforms import LoadImageSafe
+    loader = LoadImageSafe(on_error='raise')
+    found = []
+    for path in image_paths:
+        try:
+            loader._decode(path)
+        except OSError as err:
+            found.append((path, str(err)))
+    return found
+
+
 def load_images_for_model(model, image_paths: Sequence[str], img_size) -> torch.Tensor:
     """Read image files, resize to ``img_size`` (int or (H, W)), and normalise them exactly as
     the model's data preprocessor does in training. Returns (N, C, H, W)."""

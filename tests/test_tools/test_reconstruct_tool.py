@@ -2,6 +2,9 @@
 import glob
 import os
 import os.path as osp
+import random
+import re
+import shutil
 import subprocess
 import sys
 
@@ -49,8 +52,10 @@ def test_cli_draws_the_grid_and_pastes_the_input_back_exactly(trained, photo_fol
     with Image.open(out) as img:
         assert img.format == 'PNG' and img.width > img.height  # 4 columns x 48 px, 3 rows x 32
     arrays = np.load(arrays_path)
-    first_three = sorted(glob.glob(osp.join(photo_folder, '*.jpg')))[:3]
-    assert [str(p) for p in arrays['image_paths']] == first_three
+    # A seeded sample across the folder (--image-seed 0), in folder order, not its first files.
+    every = sorted(glob.glob(osp.join(photo_folder, '*.jpg')))
+    sample = [every[i] for i in sorted(random.Random(0).sample(range(len(every)), 3))]
+    assert [str(p) for p in arrays['image_paths']] == sample != every[:3]
     panels = arrays['panels']
     assert panels.shape == (3, 4, 32, 48, 3)
     visible = _visible(arrays)
@@ -137,3 +142,41 @@ def test_hugging_face_folder_gives_the_same_numbers(trained, photo_folder, tmp_p
     a, b = np.load(tmp_path / 'a.npz'), np.load(tmp_path / 'b.npz')
     for key in ('input', 'reconstruction', 'pasted', 'mask', 'panels'):
         assert np.array_equal(a[key], b[key]), key
+
+
+def test_images_are_sampled_across_folders_with_a_seed(photo_folder, tmp_path):
+    tool = _tool()
+    every = sorted(glob.glob(osp.join(photo_folder, '*.jpg')))
+    first = tool.collect_images([photo_folder], 8, seed=0)
+    assert len(first) == 8 and first == sorted(first) and set(first) <= set(every)
+    assert first != every[:8] and first == tool.collect_images([photo_folder], 8, seed=0)
+    assert tool.collect_images([photo_folder], 8, seed=1) != first
+    assert max(every.index(p) for p in first) >= 32  # from the whole folder
+    # Files given explicitly come first and are always kept; a folder that fits is kept whole.
+    chosen = tool.collect_images([every[5], photo_folder], 3, seed=0)
+    assert chosen[0] == every[5] and len(chosen) == 3
+    assert tool.collect_images([photo_folder], 100) == every
+
+
+def test_unreadable_image_names_a_real_option(trained, photo_folder, tmp_path):
+    """An unreadable file stops the tool with a hint naming an option it has
+    (--skip-unreadable), which then leaves the file out."""
+    folder = tmp_path / 'photos'
+    folder.mkdir()
+    for path in sorted(glob.glob(osp.join(photo_folder, '*.jpg')))[:2]:
+        shutil.copy(path, folder)
+    (folder / 'broken.jpg').write_bytes(b'not an image at all')
+    tool = _tool()
+    out = tmp_path / 'x.png'
+    with pytest.raises(SystemExit, match='broken.jpg') as err:
+        tool.main([trained['checkpoint'], str(folder), '--out', str(out)])
+    message = str(err.value.code)
+    assert '\n' not in message and 'LoadImageSafe' not in message
+    options = re.findall(r'--[a-z-]+', message)
+    assert options == ['--skip-unreadable']
+    assert tool.parse_args(['ckpt', 'img', *options]).skip_unreadable is True
+    assert not out.exists()
+    tool.main([trained['checkpoint'], str(folder), '--skip-unreadable', '--out', str(out),
+               '--save-arrays', str(tmp_path / 'x.npz')])
+    kept = [osp.basename(p) for p in np.load(tmp_path / 'x.npz')['image_paths']]
+    assert out.is_file() and len(kept) == 2 and 'broken.jpg' not in kept

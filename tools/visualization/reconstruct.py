@@ -19,12 +19,16 @@ patches pasted back. Examples::
 Model settings come from ``--config`` if given, else from the config MMEngine stores in the
 checkpoint, else from a Hugging Face ``config.json`` beside the weights, else from the weights'
 shapes (see :mod:`mae_mm.visualization.mae_from_checkpoint`).
+Folders with more images than ``--max-images`` are sampled (seeded by ``--image-seed``), not
+cut to their first files. An image that cannot be read stops the tool with its name, unless
+``--skip-unreadable`` leaves it out.
 For norm-pix models the reconstruction is de-normalised with the hidden patches' true mean and
 std (the model predicts normalised patches only), and the figure says so.
 """
 import argparse
 import os
 import os.path as osp
+import random
 import sys
 from typing import List, Optional
 
@@ -40,7 +44,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'or mmpretrain MAE checkpoint, or a Hugging Face ViTMAEForPreTraining '
                         'folder / model.safetensors / pytorch_model.bin')
     parser.add_argument('images', nargs='+', help='image files and/or folders (searched '
-                        'recursively, sorted)')
+                        'recursively)')
     parser.add_argument('--config', help='config of the checkpoint\'s model (default: the one '
                         'stored in the checkpoint, else inferred from the weights)')
     parser.add_argument('--out', default='reconstruction.png', help='output PNG')
@@ -50,8 +54,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0, help='seed of the mask')
     parser.add_argument('--mask-ratio', type=float, help='fraction of patches hidden (default: '
                         'the model\'s)')
-    parser.add_argument('--max-images', type=int, default=8, help='at most this many images '
-                        '(the first, in order)')
+    parser.add_argument('--max-images', type=int, default=8, help='at most this many images: '
+                        'the files given, then a seeded sample of the folders\' images')
+    parser.add_argument('--image-seed', type=int, default=0, help='seed of the sample drawn '
+                        'from folders with more images than --max-images')
+    parser.add_argument('--skip-unreadable', action='store_true', help='leave out images that '
+                        'cannot be read or decoded (default: stop, naming the file)')
     norm = parser.add_mutually_exclusive_group()
     norm.add_argument('--norm-pix', dest='norm_pix', action='store_true', default=None,
                       help='the model predicts per-patch normalised pixels (weights do not '
@@ -64,21 +72,45 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def collect_images(inputs: List[str], max_images: int) -> List[str]:
-    """Files as given and every image under the given folders, at most ``max_images``."""
+def collect_images(inputs: List[str], max_images: int, seed: int = 0) -> List[str]:
+    """At most ``max_images`` images: the files given (in order), then images of the given
+    folders, all of them when they fit, else a sample drawn with ``seed`` across the folders
+    (in the folders' sorted order), not their first files."""
     from mae_mm.datasets import IMG_EXTENSIONS, scan_images
-    paths = []
+    files, in_folders = [], []
     for item in inputs:
         if osp.isdir(item):
-            paths += [osp.join(item, name) for name in scan_images(item, IMG_EXTENSIONS)]
+            in_folders += [osp.join(item, name) for name in scan_images(item, IMG_EXTENSIONS)]
         elif osp.isfile(item):
-            paths.append(item)
+            files.append(item)
         else:
             raise SystemExit(f'image path {item!r} does not exist: give image files or folders')
-    if not paths:
+    if not files and not in_folders:
         raise SystemExit(f'no image ({", ".join(IMG_EXTENSIONS)}) under {inputs}: give image '
                          'files or folders that hold some')
-    return paths[:max_images]
+    room = max(0, max_images - len(files))
+    if len(in_folders) > room:
+        chosen = set(random.Random(seed).sample(range(len(in_folders)), room))
+        in_folders = [path for i, path in enumerate(in_folders) if i in chosen]
+    return (files + in_folders)[:max_images]
+
+
+def drop_unreadable(images: List[str], skip: bool) -> List[str]:
+    """``images`` without the files that cannot be decoded; without ``skip`` the first such file
+    stops the tool with a one-line message naming it and the option that leaves it out."""
+    from mae_mm.visualization import unreadable_images
+    bad = unreadable_images(images)
+    if not bad:
+        return images
+    if not skip:
+        more = f' (and {len(bad) - 1} more unreadable)' if len(bad) > 1 else ''
+        raise SystemExit(f'{bad[0][1]}{more}: replace or remove the file, or pass '
+                         '--skip-unreadable to leave unreadable images out')
+    print(f'left out {len(bad)} unreadable image(s): ' + '; '.join(reason for _, reason in bad))
+    kept = [path for path in images if path not in {p for p, _ in bad}]
+    if not kept:
+        raise SystemExit('none of the images can be read: give other image files or folders')
+    return kept
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -111,8 +143,9 @@ def main(argv: Optional[List[str]] = None) -> str:
     """Entry point; returns the path of the figure."""
     args = parse_args(argv)
     check_args(args)
-    images = collect_images(args.images, args.max_images)
+    images = collect_images(args.images, args.max_images, args.image_seed)
     import mae_mm  # noqa: F401  (registries, safe checkpoint loading)
+    images = drop_unreadable(images, args.skip_unreadable)
     import numpy as np
     import torch
 
