@@ -70,3 +70,31 @@ def test_bad_input_fails_in_one_line(tmp_path):
         tool.main([str(log), '--keys', 'loss_x', '--out', str(tmp_path / 'c.png')])
     with pytest.raises(SystemExit, match='one label per log'):
         tool.main([str(log), '--legend', 'a', 'b'])
+
+
+def test_default_output_goes_into_the_work_dir_titled_with_the_run(tmp_path, monkeypatch):
+    """Without --out the PNG is written into the run's work dir (not the current directory),
+    and the figure is titled with the run's name."""
+    work_dir = tmp_path / 'work_dirs' / 'quickstart'
+    stamp = '20260101_000000'
+    (work_dir / stamp / 'vis_data').mkdir(parents=True)
+    log = work_dir / stamp / 'vis_data' / f'{stamp}.json'
+    log.write_text('{"lr": 0.1, "loss": 1.0, "step": 1}\n{"lr": 0.1, "loss": 0.5, "step": 2}\n')
+    tool = _tool()
+    titles = []
+    real = tool.plot_curves
+
+    def recording(*args, **kwargs):
+        titles.append(kwargs.get('title'))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tool, 'plot_curves', recording)
+    monkeypatch.chdir(tmp_path)
+    expected = str(work_dir / 'curves.png')
+    for path in (work_dir, work_dir / stamp, log):  # work dir, run dir or the JSON file
+        assert tool.main([str(path)]) == expected
+    assert osp.isfile(expected) and not (tmp_path / 'curves.png').exists()
+    assert titles == ['quickstart', f'quickstart/{stamp}', f'quickstart/{stamp}']
+    other = tmp_path / 'elsewhere' / 'c.png'
+    assert tool.main([str(work_dir), '--out', str(other), '--title', 'T']) == str(other)
+    assert titles[-1] == 'T' and other.is_file()

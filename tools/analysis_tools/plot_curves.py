@@ -3,9 +3,10 @@
 Reads ``<work_dir>/<timestamp>/vis_data/<timestamp>.json`` (one JSON object per logged
 iteration, written by ``LoggerHook``). A work dir with several runs (a resumed job) is read in
 timestamp order; a step logged twice keeps the later value. Several work dirs are overlaid, one
-line each, e.g. to compare ablations. Examples::
+line each, e.g. to compare ablations. The PNG goes into the (first) run's work dir unless
+``--out`` says otherwise, and is titled with the run's name. Examples::
 
-    python tools/analysis_tools/plot_curves.py work_dirs/quickstart
+    python tools/analysis_tools/plot_curves.py work_dirs/quickstart   # work_dirs/quickstart/curves.png
     python tools/analysis_tools/plot_curves.py work_dirs/a work_dirs/b --keys loss lr \\
         --legend depth-1 depth-8 --out curves.png
     python tools/analysis_tools/plot_curves.py work_dirs/x/20260101_000000   # one run of a work dir
@@ -32,9 +33,33 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--legend', nargs='+', help='one label per log (default: folder names)')
     parser.add_argument('--log-y', nargs='*', default=[], metavar='KEY',
                         help='keys drawn on a log y scale (default: none)')
-    parser.add_argument('--title', help='figure title')
-    parser.add_argument('--out', default='curves.png', help='output PNG')
+    parser.add_argument('--title', help='figure title (default: the run names)')
+    parser.add_argument('--out', help='output PNG (default: curves.png in the work dir of the '
+                        'first log)')
     return parser.parse_args(argv)
+
+
+def work_dir_of(path: str) -> str:
+    """The work dir a log path belongs to: the path itself for a work dir, the parent of a run
+    dir (``<work_dir>/<timestamp>``), and ``<work_dir>`` of ``<timestamp>/vis_data/*.json``."""
+    path = osp.abspath(path)
+    if osp.isfile(path):
+        folder = osp.dirname(path)
+        if osp.basename(folder) == 'vis_data' and TIMESTAMP.match(
+                osp.basename(osp.dirname(folder))):
+            return osp.dirname(osp.dirname(folder))
+        return folder
+    return osp.dirname(path) if TIMESTAMP.match(osp.basename(path)) else path
+
+
+def run_name(path: str) -> str:
+    """The name of the run a log path holds: its work dir's name, with ``/<timestamp>`` when the
+    path picks one run of it (e.g. ``quickstart`` or ``quickstart/20260101_000000``)."""
+    work_dir = work_dir_of(path)
+    name = osp.basename(work_dir)
+    rest = osp.relpath(osp.abspath(path), work_dir)
+    stamp = rest.split(os.sep)[0]
+    return f'{name}/{stamp}' if TIMESTAMP.match(stamp) else name
 
 
 def find_json_logs(path: str) -> List[str]:
@@ -153,12 +178,16 @@ def plot_curves(runs: Dict[str, Series], keys: Sequence[str], out: str,
 def main(argv: Optional[List[str]] = None) -> str:
     """Entry point; returns the path of the PNG."""
     args = parse_args(argv)
-    if not args.out.lower().endswith('.png'):
+    if args.out is not None and not args.out.lower().endswith('.png'):
         raise SystemExit(f'--out must name a .png file, got {args.out!r}')
     if args.legend is not None and len(args.legend) != len(args.logs):
         raise SystemExit(f'--legend has {len(args.legend)} labels for {len(args.logs)} logs: '
                          'give one label per log')
-    labels = args.legend or [osp.basename(osp.normpath(p)) for p in args.logs]
+    labels = args.legend or [run_name(p) for p in args.logs]
+    if not args.legend and len(set(labels)) < len(labels):  # two "work" dirs, two folders
+        labels = [osp.normpath(p) for p in args.logs]
+    out = args.out or osp.join(work_dir_of(args.logs[0]), 'curves.png')
+    title = args.title or ' vs '.join(run_name(p) for p in args.logs)
     runs, validation_keys = {}, set()
     for label, path in zip(labels, args.logs):
         try:
@@ -169,13 +198,13 @@ def main(argv: Optional[List[str]] = None) -> str:
     if not any(runs.values()):
         raise SystemExit(f'none of the keys {args.keys} is in the logs: check --keys against '
                          'the names in the JSON lines')
-    plot_curves(runs, args.keys, args.out, validation_keys=validation_keys, log_y=args.log_y,
-                title=args.title)
+    plot_curves(runs, args.keys, out, validation_keys=validation_keys, log_y=args.log_y,
+                title=title)
     for label, series in runs.items():
         found = ', '.join(f'{k}: {len(v)} points' for k, v in series.items())
         print(f'{label}: {found}')
-    print(f'curves: {args.out}')
-    return args.out
+    print(f'curves: {out}')
+    return out
 
 
 if __name__ == '__main__':
