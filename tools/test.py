@@ -66,6 +66,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         Config: ``cfg``, modified.
     """
     cfg.launcher = args.launcher
+    # A config inheriting another package's: resolve the _scope_ of its collate functions.
+    _train_tool().normalize_inherited_cfg(cfg)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:

@@ -290,3 +290,14 @@ def test_both_runners_resolve_scoped_collate_functions(photo_folder, runner_name
     batch = next(iter(loader))
     assert batch['inputs'].shape == (4, 3, 32, 32)  # default_collate stacked the images
     assert loader_cfg['collate_fn'] == dict(type='default_collate', _scope_='mmpretrain')
+
+
+def test_tools_test_resolves_inherited_collate_functions(recipe_dir):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'mae_mm_tools_test', osp.join(REPO_ROOT, 'tools', 'test.py'))
+    test_tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_tool)
+    args = test_tool.parse_args([str(recipe_dir / 'tiny.py'), 'ckpt.pth'])
+    cfg = test_tool.merge_args(Config.fromfile(str(recipe_dir / 'tiny.py')), args)
+    assert cfg.train_dataloader.collate_fn == dict(type='default_collate')
