@@ -2,6 +2,7 @@
 from typing import Union
 
 import torch
+from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
 from mae_mm.registry import OPTIM_WRAPPERS
@@ -32,19 +33,28 @@ class _NoScaling:
 @OPTIM_WRAPPERS.register_module()
 class MixedPrecisionOptimWrapper(AmpOptimWrapper):
     """Autocast training on any device: fp16 + dynamic loss scaling (or ``dtype``) on GPUs,
-    exactly as :class:`mmengine.optim.AmpOptimWrapper`; bf16 without scaling on CPU, where
-    mmengine's wrapper refuses to start.
+    exactly as :class:`mmengine.optim.AmpOptimWrapper`; on CPU, where mmengine's wrapper refuses
+    to start, ``cpu_dtype``: bf16 autocast without scaling (the default, for the MAE recipes),
+    or plain fp32 (``cpu_dtype=None``, logged once), what mmdet/mmseg models need on CPU:
+    mmcv's CPU kernels (``nms`` in the RPN, ``roi_align``) have no bf16 version.
 
     Args:
         loss_scale (str | float | dict): As for ``AmpOptimWrapper`` (GPU only).
-        dtype (str | torch.dtype, optional): Autocast dtype. On CPU only bfloat16 is allowed.
+        dtype (str | torch.dtype, optional): Autocast dtype on GPUs; on CPU only bfloat16 is
+            accepted (it then means ``cpu_dtype='bfloat16'``).
         use_fsdp (bool): Use the sharded grad scaler (GPU only).
+        cpu_dtype (str | torch.dtype, optional): Without a GPU: ``'bfloat16'`` (autocast) or
+            None / ``'float32'`` (no autocast). Defaults to 'bfloat16'.
         **kwargs: ``OptimWrapper`` arguments (``optimizer``, ``clip_grad``, ...).
     """
 
     def __init__(self, loss_scale: Union[str, float, dict] = 'dynamic',
                  dtype: Union[str, torch.dtype, None] = None, use_fsdp: bool = False,
-                 **kwargs):
+                 cpu_dtype: Union[str, torch.dtype, None] = 'bfloat16', **kwargs):
+        if cpu_dtype not in (None, 'float32', torch.float32, 'bfloat16', torch.bfloat16):
+            raise ValueError(f"optim_wrapper.cpu_dtype={cpu_dtype!r} is not valid: use "
+                             "'bfloat16' (autocast on CPU) or None (fp32 on CPU)")
+        self._fp32 = False
         if torch.cuda.is_available():
             super().__init__(loss_scale=loss_scale, dtype=dtype, use_fsdp=use_fsdp, **kwargs)
             return
@@ -54,4 +64,16 @@ class MixedPrecisionOptimWrapper(AmpOptimWrapper):
         OptimWrapper.__init__(self, **kwargs)
         self._scale_update_param = None
         self.loss_scaler = _NoScaling()
-        self.cast_dtype = torch.bfloat16
+        if dtype is None and cpu_dtype in (None, 'float32', torch.float32):
+            self._fp32 = True
+            self.cast_dtype = None
+            print_log('MixedPrecisionOptimWrapper: no GPU: training in fp32 on CPU '
+                      '(cpu_dtype=None; mixed precision applies on GPUs only)', logger='current')
+        else:
+            self.cast_dtype = torch.bfloat16
+
+    def optim_context(self, model: torch.nn.Module):
+        """``AmpOptimWrapper``'s autocast context, or none in fp32 on CPU."""
+        if self._fp32:
+            return OptimWrapper.optim_context(self, model)
+        return super().optim_context(model)

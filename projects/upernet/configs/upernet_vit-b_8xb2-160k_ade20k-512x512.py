@@ -37,9 +37,11 @@ model = dict(
 
 optim_wrapper = dict(
     _delete_=True,
-    # fp16 with dynamic loss scaling on GPUs (bf16 on CPU), as the mmseg recipe's AMP.
+    # fp16 with dynamic loss scaling on GPUs, as the mmseg recipe's AMP; fp32 on CPU
+    # (logged), as mmseg runs there.
     type='mae_mm.MixedPrecisionOptimWrapper',
     loss_scale='dynamic',
+    cpu_dtype=None,
     constructor='mae_mm.LayerDecayOptimWrapperConstructor',
     # lr x 0.65 ** (num_layers + 1 - depth); num_layers is read from the backbone.
     paramwise_cfg=dict(layer_decay_rate=0.65),

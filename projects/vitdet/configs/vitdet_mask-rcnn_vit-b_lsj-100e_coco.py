@@ -76,9 +76,11 @@ test_dataloader = val_dataloader
 
 optim_wrapper = dict(
     _delete_=True,
-    # fp16 with dynamic loss scaling on GPUs (bf16 on CPU).
+    # fp16 with dynamic loss scaling on GPUs; fp32 on CPU (logged), where mmcv's nms
+    # and roi_align have no bf16 kernels.
     type='mae_mm.MixedPrecisionOptimWrapper',
     loss_scale='dynamic',
+    cpu_dtype=None,
     constructor='mae_mm.LayerDecayOptimWrapperConstructor',
     # lr x 0.7 ** (num_layers + 1 - depth); num_layers is read from the backbone.
     paramwise_cfg=dict(layer_decay_rate=0.7),
