@@ -1,16 +1,16 @@
 """Fixtures of the downstream-project tests.
 
-- ``mae_checkpoint``: a tiny MAE pretrained with the real pretraining config
-  (configs/mae_vit-b_1600e.py, shrunk by ``tiny_pretrain_cfg``) and the checkpoint it saves;
-- ``coco_set`` / ``voc_set``: the real annotated photos of Debian's ``labelme-examples`` (3 PASCAL
-  VOC photos: a COCO file with 12 instances, and VOC class masks), laid out in a short temporary
-  folder;
-- ``vitdet_toy_cfg`` / ``upernet_toy_cfg``: a project config loaded and merged as
-  ``tools/train.py CONFIG --no-validate --cfg-options ...`` does, with options that only shrink it
-  (tiny ViT, 128 px, narrow heads, a dozen iterations) and point it at the checkpoint and data.
+- ``mae_checkpoint``: a tiny MAE pretrained with the projects' shipped toy pretraining config
+  (projects/vitdet/configs/mae_vit-t-p16_photos-64px_toy-cpu.py: ViT-T, 16 px patches, 64 px)
+  on real photos, and the checkpoint it saves;
+- ``coco_set`` / ``voc_set``: the folders of Debian's ``labelme-examples`` that the shipped toy
+  configs read in place (3 PASCAL VOC photos: a COCO file with 12 instances, and VOC class
+  masks); missing, the tests fail with the apt-get line;
+- ``toy_cfg``: a shipped ``*_toy-cpu.py`` config loaded and merged as ``tools/train.py CONFIG
+  --no-validate --cfg-options ...`` does, with options that only point it at the checkpoint and
+  shorten it (a dozen iterations, the data randomness set to the identity).
 """
 import importlib.util
-import json
 import os
 import os.path as osp
 
@@ -20,7 +20,7 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from ..conftest import REPO_ROOT, TINY_ARCH, tiny_pretrain_cfg
+from ..conftest import REPO_ROOT
 
 LABELME_EXAMPLES = os.environ.get('LABELME_EX', '/usr/share/doc/labelme-examples/examples')
 VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
@@ -32,14 +32,23 @@ UPERNET_B = osp.join(REPO_ROOT,
                      'projects/upernet/configs/upernet_vit-b_8xb2-160k_ade20k-512x512.py')
 UPERNET_L = osp.join(REPO_ROOT,
                      'projects/upernet/configs/upernet_vit-l_8xb2-160k_ade20k-512x512.py')
+# The shipped toy configs (CPU, labelme-examples, ViT-T) and their pretraining.
+MAE_TOY = osp.join(REPO_ROOT, 'projects/vitdet/configs/mae_vit-t-p16_photos-64px_toy-cpu.py')
+VITDET_TOY = osp.join(REPO_ROOT,
+                      'projects/vitdet/configs/vitdet_mask-rcnn_vit-t_labelme-128px_toy-cpu.py')
+UPERNET_TOY = osp.join(REPO_ROOT,
+                       'projects/upernet/configs/upernet_vit-t_labelme-128px_toy-cpu.py')
+# Where the toy configs look for the checkpoint of the toy pretraining (relative to the cwd).
+MAE_TOY_CHECKPOINT = 'work_dirs/mae_vit-t-p16_photos-64px_toy-cpu/iter_300.pth'
 
-# Pretraining: ViT of TINY_ARCH with 16 px patches on 64 px crops (a 4 x 4 grid), so that the
-# downstream backbone has the stride 16 that the detection heads are built for.
+# Pretraining (the toy config's): ViT-T with 16 px patches on 64 px crops (a 4 x 4 grid), so
+# that the downstream backbone has the stride 16 that the detection heads are built for.
 PRETRAIN_IMG, PATCH = 64, 16
-# Downstream: 128 px images (an 8 x 8 grid; the checkpoint's 4 x 4 table is resampled).
+PRETRAIN_ITERS = 16
+# Downstream (the toy configs'): 128 px images (an 8 x 8 grid; the 4 x 4 table is resampled).
 TOY_IMG = 128
 TOY_ITERS = 12
-# Toy learning rates (the recipes' 1e-4 moves a dozen iterations too little to see).
+# The toy configs' learning rates.
 VITDET_TOY_LR, UPERNET_TOY_LR = 1e-3, 3e-3
 
 
@@ -65,7 +74,7 @@ TOOLS_TRAIN, TOOLS_TEST = _tool('train'), _tool('test')
 
 
 def labelme_path(*parts: str) -> str:
-    """A path in labelme-examples; skips the test when the Debian package is not installed."""
+    """A path in labelme-examples; fails the test when the Debian package is not installed."""
     path = osp.join(LABELME_EXAMPLES, *parts)
     if not osp.exists(path):
         pytest.fail(f'{path} missing: apt-get install labelme-examples (requirements/debian.txt; '
@@ -75,167 +84,87 @@ def labelme_path(*parts: str) -> str:
 
 @pytest.fixture(scope='session')
 def mae_checkpoint(photo_folder, tmp_path_factory) -> str:
-    """Pretrain the tiny MAE for 2 epochs (16 iterations) with configs/mae_vit-b_1600e.py;
-    the path of the checkpoint the runner saves."""
+    """Pretrain with the shipped toy pretraining config for 16 iterations on real photos; the
+    path of the checkpoint the runner saves."""
     work_dir = tmp_path_factory.mktemp('mae')
-    cfg = tiny_pretrain_cfg(photo_folder, work_dir, max_epochs=2, **{
-        'model.backbone.img_size': PRETRAIN_IMG,
-        'model.backbone.patch_size': PATCH,
-        'train_dataloader.dataset.pipeline.0.scale': PRETRAIN_IMG,
+    cfg = Config.fromfile(MAE_TOY)
+    cfg.merge_from_dict({
+        'work_dir': str(work_dir),
+        'train_dataloader.batch_size': 8,
+        'train_dataloader.num_workers': 0,
+        'train_dataloader.persistent_workers': False,
+        'train_dataloader.dataset.data_root': photo_folder,
+        'train_cfg.max_iters': PRETRAIN_ITERS,
+        'default_hooks.checkpoint.interval': PRETRAIN_ITERS,
+        'randomness': dict(seed=0),
     })
+    cfg.param_scheduler = [dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
+                                end=4)]
     build_runner(cfg).train()
-    path = osp.join(work_dir, 'epoch_2.pth')
+    path = osp.join(work_dir, f'iter_{PRETRAIN_ITERS}.pth')
     assert osp.isfile(path)
     return path
 
 
 @pytest.fixture(scope='session')
-def coco_set(tmp_path_factory) -> str:
-    """labelme-examples' COCO file, its image paths made absolute, in a fresh folder."""
-    src = labelme_path('instance_segmentation', 'data_dataset_coco')
-    with open(osp.join(src, 'annotations.json')) as f:
-        coco = json.load(f)
-    for image in coco['images']:
-        image['file_name'] = osp.join(src, image['file_name'])
-    root = tmp_path_factory.mktemp('coco')
-    with open(root / 'annotations.json', 'w') as f:
-        json.dump(coco, f)
-    return str(root)
+def coco_set() -> str:
+    """labelme-examples' COCO folder, which the ViTDet toy config reads in place."""
+    return labelme_path('instance_segmentation', 'data_dataset_coco')
 
 
 @pytest.fixture(scope='session')
-def voc_set(tmp_path_factory) -> str:
-    """labelme-examples' VOC photos and class masks (0-20, 255 = ignore), linked into a folder."""
-    src = labelme_path('semantic_segmentation', 'data_dataset_voc')
-    root = tmp_path_factory.mktemp('voc')
-    for name in ('JPEGImages', 'SegmentationClassPNG'):
-        os.symlink(osp.join(src, name), root / name)
-    return str(root)
+def voc_set() -> str:
+    """labelme-examples' VOC photos and class masks, which the UperNet toy config reads."""
+    return labelme_path('semantic_segmentation', 'data_dataset_voc')
 
 
 def load_state(path: str) -> dict:
     return torch.load(path, map_location='cpu', weights_only=False)['state_dict']
 
 
-def _common_options(checkpoint: str, lr: float) -> dict:
-    """Checkpoint, image size, fp32, learning rate, seed, single-process loaders, logging."""
-    options = {
-        'model.backbone.img_size': (TOY_IMG, TOY_IMG),
+def _common_options(checkpoint: str) -> dict:
+    """The checkpoint, logging every iteration, and the toy length."""
+    return {
         'model.backbone.init_cfg.checkpoint': checkpoint,
-        'optim_wrapper.type': 'OptimWrapper',  # fp32: the toy run is on CPU
-        'optim_wrapper.optimizer.lr': lr,
         'default_hooks.logger.interval': 1,
         'log_processor.window_size': 1,
-        'randomness': dict(seed=0),  # the upstream runtimes leave the seed random
+        'train_cfg.max_iters': TOY_ITERS,
+        'default_hooks.checkpoint.interval': TOY_ITERS,
     }
-    for loader in ('train_dataloader', 'test_dataloader'):
-        options[f'{loader}.num_workers'] = 0
-        options[f'{loader}.persistent_workers'] = False
-    return options
 
 
-def vitdet_toy_options(checkpoint: str, coco_root: str) -> dict:
-    """Options shrinking the ViTDet config to toy scale on the labelme COCO set."""
-    size = (TOY_IMG, TOY_IMG)
-    dataset = dict(data_root=coco_root, ann_file='annotations.json', data_prefix=dict(img=''),
-                   metainfo=dict(classes=VOC_CLASSES))
+def vitdet_toy_options(checkpoint: str) -> dict:
+    """The ViTDet toy config for ``TOY_ITERS`` iterations on the same 3 photos in every batch:
+    the LSJ randomness set to the identity, 2 warm-up steps."""
     return {
-        **_common_options(checkpoint, VITDET_TOY_LR),
-        'model.backbone.window_size': 4,
-        'model.backbone.global_attn_indexes': (1, ),
-        'model.neck.in_channels': TINY_ARCH['embed_dims'],
-        'model.neck.out_channels': 32,
-        'model.data_preprocessor.batch_augments.0.size': size,
-        'model.rpn_head.in_channels': 32,
-        'model.rpn_head.feat_channels': 32,
-        'model.roi_head.bbox_roi_extractor.out_channels': 32,
-        'model.roi_head.bbox_head.in_channels': 32,
-        'model.roi_head.bbox_head.conv_out_channels': 32,
-        'model.roi_head.bbox_head.fc_out_channels': 64,
-        'model.roi_head.bbox_head.num_classes': len(VOC_CLASSES),
-        'model.roi_head.mask_roi_extractor.out_channels': 32,
-        'model.roi_head.mask_head.in_channels': 32,
-        'model.roi_head.mask_head.conv_out_channels': 32,
-        'model.roi_head.mask_head.num_classes': len(VOC_CLASSES),
-        'model.train_cfg.rpn.sampler.num': 64,
-        'model.train_cfg.rpn_proposal.nms_pre': 200,
-        'model.train_cfg.rpn_proposal.max_per_img': 100,
-        'model.train_cfg.rcnn.sampler.num': 32,
-        'model.test_cfg.rpn.nms_pre': 200,
-        'model.test_cfg.rpn.max_per_img': 100,
-        'model.test_cfg.rcnn.max_per_img': 20,
-        'model.test_cfg.rcnn.score_thr': 0.0,  # a toy model's scores are low; keep its boxes
-        # The same 3 photos in every batch: the LSJ pipeline with its randomness set to the
-        # identity, and one epoch of the RepeatDataset holding every iteration (each new epoch
-        # of an iteration-based loop costs mmengine a 2 s pause).
-        'train_dataloader.batch_size': 3,
+        **_common_options(checkpoint),
         'train_dataloader.sampler.shuffle': False,
         'train_dataloader.dataset.times': TOY_ITERS,
-        'train_dataloader.dataset.dataset': dataset,
-        'train_dataloader.dataset.dataset.pipeline.2.scale': size,
         'train_dataloader.dataset.dataset.pipeline.2.ratio_range': (1.0, 1.0),
-        'train_dataloader.dataset.dataset.pipeline.3.crop_size': size,
         'train_dataloader.dataset.dataset.pipeline.5.prob': 0.0,
-        'test_dataloader.dataset': dataset,
-        'test_dataloader.dataset.pipeline.1.scale': size,
-        'test_evaluator.ann_file': osp.join(coco_root, 'annotations.json'),
         'param_scheduler.0.end': 2,
-        'train_cfg.max_iters': TOY_ITERS,
-        'train_cfg.val_interval': 10 * TOY_ITERS,
-        'train_cfg.dynamic_intervals': None,
     }
 
 
-def upernet_toy_options(checkpoint: str, voc_root: str) -> dict:
-    """Options shrinking the UperNet config to toy scale on the labelme VOC masks."""
-    size = (TOY_IMG, TOY_IMG)
-    classes = ('background', ) + VOC_CLASSES
-    dataset = dict(type='BaseSegDataset', data_root=voc_root, reduce_zero_label=False,
-                   data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassPNG'),
-                   metainfo=dict(classes=classes))
-    width = TINY_ARCH['embed_dims']
+def upernet_toy_options(checkpoint: str) -> dict:
+    """The UperNet toy config for ``TOY_ITERS`` iterations, scale jitter and flip off."""
     return {
-        **_common_options(checkpoint, UPERNET_TOY_LR),
-        'model.backbone.out_indices': (0, 1, 1, 1),  # 4 maps from the 2 blocks
-        'model.data_preprocessor.size': size,
-        'model.neck.embed_dim': width,
-        'model.decode_head.in_channels': [width] * 4,
-        'model.decode_head.channels': 32,
-        'model.decode_head.num_classes': len(classes),
-        'model.auxiliary_head.in_channels': width,
-        'model.auxiliary_head.channels': 16,
-        'model.auxiliary_head.num_classes': len(classes),
-        'model.test_cfg.crop_size': size,
-        'model.test_cfg.stride': (96, 96),
-        # The ADE20K pipeline on the VOC masks at the toy size, flip switched off.
-        'train_dataloader.batch_size': 3,
-        'train_dataloader.dataset': dataset,
-        'train_dataloader.dataset.pipeline.1.reduce_zero_label': False,
-        'train_dataloader.dataset.pipeline.2.scale': size,
+        **_common_options(checkpoint),
         'train_dataloader.dataset.pipeline.2.ratio_range': (1.0, 1.0),
-        'train_dataloader.dataset.pipeline.3.crop_size': size,
         'train_dataloader.dataset.pipeline.4.prob': 0.0,
-        'test_dataloader.dataset': dataset,
-        'test_dataloader.dataset.pipeline.1.scale': (2 * TOY_IMG, TOY_IMG),
-        'test_dataloader.dataset.pipeline.2.reduce_zero_label': False,
         'param_scheduler.0.end': 2,
         'param_scheduler.1.begin': 2,
         'param_scheduler.1.end': TOY_ITERS,
-        'train_cfg.max_iters': TOY_ITERS,
-        'train_cfg.val_interval': 10 * TOY_ITERS,
-        'default_hooks.checkpoint.interval': TOY_ITERS,
     }
 
 
 def toy_cfg(config: str, options: dict, work_dir) -> Config:
     """``config`` as ``tools/train.py CONFIG --work-dir W --no-validate --cfg-options ...``
-    makes it, plus the tiny arch (a dict, which ``--cfg-options`` cannot set over ``'b'``)."""
+    makes it."""
     args = TOOLS_TRAIN.parse_args([config, '--work-dir', str(work_dir), '--no-validate'])
     cfg = Config.fromfile(args.config)
     args.cfg_options = options
     TOOLS_TRAIN.merge_args(cfg, args)
-    cfg.model.backbone.arch = dict(TINY_ARCH)
-    cfg.optim_wrapper.pop('loss_scale')  # an option of the mixed-precision wrapper only
     return cfg
 
 
@@ -245,13 +174,11 @@ def build_runner(cfg: Config):
 
 
 def build_test_runner(config: str, options: dict, checkpoint: str, work_dir) -> Runner:
-    """The runner of ``tools/test.py CONFIG CHECKPOINT --work-dir W --cfg-options ...`` (the
-    same shrinking options, and the tiny arch)."""
+    """The runner of ``tools/test.py CONFIG CHECKPOINT --work-dir W --cfg-options ...``."""
     args = TOOLS_TEST.parse_args([config, checkpoint, '--work-dir', str(work_dir)])
     cfg = Config.fromfile(args.config)
     args.cfg_options = options
     TOOLS_TEST.merge_args(cfg, args)
-    cfg.model.backbone.arch = dict(TINY_ARCH)
     return build_runner(cfg)
 
 

@@ -9,11 +9,14 @@ from mmdet.registry import MODELS as MMDET_MODELS
 from mmengine.registry import DefaultScope
 from mmseg.registry import MODELS as MMSEG_MODELS
 
+from mae_mm.models.backbones.vit_arch import resolve_arch
+
 from ..conftest import REPO_ROOT
 from ..test_utils._foreign_layouts import (official_checkpoint, official_encoder_names,
                                            official_shapes)
-from .conftest import (PATCH, PRETRAIN_IMG, UPERNET_B, VITDET_B, assert_backbone_is_checkpoint,
-                       load_state, toy_cfg, upernet_toy_options, vitdet_toy_options)
+from .conftest import (PATCH, PRETRAIN_IMG, UPERNET_TOY, VITDET_TOY,
+                       assert_backbone_is_checkpoint, load_state, toy_cfg, upernet_toy_options,
+                       vitdet_toy_options)
 
 
 def _official_to_mae_mm():
@@ -31,16 +34,21 @@ def official_and_converted(mae_checkpoint, tmp_path_factory):
     tools/model_converters/mae_official_to_mae_mm.py makes of it."""
     root = tmp_path_factory.mktemp('formats')
     official = str(root / 'mae_pretrain_official.pth')
-    # models_mae.py's encoder keys and shapes (16 px patches, a 4 x 4 grid), filled from the
-    # pretraining run under the hand-written name map.
-    shapes = official_shapes(patch_size=PATCH, num_patches=(PRETRAIN_IMG // PATCH)**2)
+    # models_mae.py's encoder keys and shapes (ViT-T: 12 blocks of 192, 16 px patches, a 4 x 4
+    # grid), filled from the pretraining run under the hand-written name map.
+    arch = resolve_arch('t')
+    layers = arch['num_layers']
+    shapes = official_shapes(num_layers=layers, embed_dims=arch['embed_dims'],
+                             mlp_dims=arch['feedforward_channels'], patch_size=PATCH,
+                             num_patches=(PRETRAIN_IMG // PATCH)**2)
     checkpoint = official_checkpoint(load_state(mae_checkpoint), encoder_only=True,
-                                     shapes=shapes)
-    assert list(checkpoint) == ['model'] and list(checkpoint['model']) == official_encoder_names()
+                                     num_layers=layers, shapes=shapes)
+    names = official_encoder_names(layers)
+    assert list(checkpoint) == ['model'] and list(checkpoint['model']) == names
     torch.save(checkpoint, official)
     converted = str(root / 'mae_mm_converted.pth')
     assert _official_to_mae_mm()([official, converted, '--quiet']) == 0
-    assert set(load_state(converted)) == {'backbone.' + k for k in official_encoder_names()}
+    assert set(load_state(converted)) == {'backbone.' + k for k in names}
     return official, converted
 
 
@@ -56,10 +64,10 @@ def _backbone_after_init(cfg, registry, checkpoint: str) -> dict:
 def test_official_and_converted_checkpoints_load_the_same_tensors(
         project, mae_checkpoint, official_and_converted, coco_set, voc_set, tmp_path):
     if project == 'vitdet':
-        cfg = toy_cfg(VITDET_B, vitdet_toy_options(mae_checkpoint, coco_set), tmp_path)
+        cfg = toy_cfg(VITDET_TOY, vitdet_toy_options(mae_checkpoint), tmp_path)
         registry = MMDET_MODELS
     else:
-        cfg = toy_cfg(UPERNET_B, upernet_toy_options(mae_checkpoint, voc_set), tmp_path)
+        cfg = toy_cfg(UPERNET_TOY, upernet_toy_options(mae_checkpoint), tmp_path)
         registry = MMSEG_MODELS
     official, converted = official_and_converted
     from_official = _backbone_after_init(cfg, registry, official)
@@ -73,7 +81,7 @@ def test_official_and_converted_checkpoints_load_the_same_tensors(
 def test_load_report_lists_relative_tables_as_expected_missing(mae_checkpoint,
                                                                 official_and_converted,
                                                                 coco_set, tmp_path):
-    cfg = toy_cfg(VITDET_B, vitdet_toy_options(mae_checkpoint, coco_set), tmp_path)
+    cfg = toy_cfg(VITDET_TOY, vitdet_toy_options(mae_checkpoint), tmp_path)
     with DefaultScope.overwrite_default_scope('mmdet'):
         backbone = MMDET_MODELS.build(cfg.model).backbone
     for checkpoint in (mae_checkpoint, *official_and_converted):

@@ -10,11 +10,11 @@ from mmengine.runner import Runner
 
 from mae_mm.engine import ExactResumeHook, MAERunner
 from mae_mm.utils.compat import mmengine_lacks_safe_loading
-from .conftest import VITDET_B, build_runner, toy_cfg, vitdet_toy_options
+from .conftest import VITDET_TOY, build_runner, toy_cfg, vitdet_toy_options
 
 
-def _cfg(checkpoint, coco_root, work_dir, iters: int, stock: bool = False, resume=False):
-    cfg = toy_cfg(VITDET_B, {**vitdet_toy_options(checkpoint, coco_root),
+def _cfg(checkpoint, work_dir, iters: int, stock: bool = False, resume=False):
+    cfg = toy_cfg(VITDET_TOY, {**vitdet_toy_options(checkpoint),
                              'train_cfg.max_iters': iters,
                              'default_hooks.checkpoint.interval': 1}, work_dir)
     cfg.resume = resume
@@ -26,7 +26,7 @@ def _cfg(checkpoint, coco_root, work_dir, iters: int, stock: bool = False, resum
 
 
 def test_vitdet_project_runs_on_mae_runner_and_resumes(mae_checkpoint, coco_set, tmp_path):
-    runner = build_runner(_cfg(mae_checkpoint, coco_set, tmp_path, iters=2))
+    runner = build_runner(_cfg(mae_checkpoint, tmp_path, iters=2))
     assert type(runner) is MAERunner
     assert any(isinstance(hook, ExactResumeHook) for hook in runner.hooks)
     runner.train()
@@ -34,7 +34,7 @@ def test_vitdet_project_runs_on_mae_runner_and_resumes(mae_checkpoint, coco_set,
     assert {'iter_1.pth', 'iter_2.pth'} <= set(names)
     assert not [n for n in names if n.endswith('.tmp')]  # written under temporary names, renamed
 
-    resumed = build_runner(_cfg(mae_checkpoint, coco_set, tmp_path, iters=3, resume=True))
+    resumed = build_runner(_cfg(mae_checkpoint, tmp_path, iters=3, resume=True))
     resumed.train()
     assert resumed.iter == 3 and osp.isfile(tmp_path / 'iter_3.pth')
 
@@ -43,18 +43,18 @@ def test_vitdet_without_mae_runner_uses_stock_mmengine(mae_checkpoint, coco_set,
     """Stock Runner: trains with mae-mm's backbone, neck and optimizer constructor; resuming is
     mmengine's own: with torch >= 2.6 and an mmengine that lacks the fix it stops with torch's
     safe-loading error (nothing patched it), and resumes with torch's own opt-out."""
-    runner = build_runner(_cfg(mae_checkpoint, coco_set, tmp_path, iters=2, stock=True))
+    runner = build_runner(_cfg(mae_checkpoint, tmp_path, iters=2, stock=True))
     assert type(runner) is Runner
     runner.train()
     assert osp.isfile(tmp_path / 'iter_2.pth')
 
-    cfg = _cfg(mae_checkpoint, coco_set, tmp_path, iters=3, stock=True, resume=True)
+    cfg = _cfg(mae_checkpoint, tmp_path, iters=3, stock=True, resume=True)
     if mmengine_lacks_safe_loading():
         with pytest.raises(pickle.UnpicklingError):
             build_runner(cfg).train()
         os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = '1'
     try:
-        resumed = build_runner(_cfg(mae_checkpoint, coco_set, tmp_path, iters=3, stock=True,
+        resumed = build_runner(_cfg(mae_checkpoint, tmp_path, iters=3, stock=True,
                                     resume=True))
         resumed.train()
     finally:

@@ -3,7 +3,7 @@ toy scale from a checkpoint written by mae-mm pretraining, through tools/train.p
 loops."""
 from mmengine.config import Config
 
-from .conftest import (UPERNET_B, UPERNET_L, UPERNET_TOY_LR, train_then_test,
+from .conftest import (UPERNET_B, UPERNET_L, UPERNET_TOY, UPERNET_TOY_LR, train_then_test,
                        upernet_toy_options)
 
 
@@ -41,7 +41,7 @@ def test_configs_follow_the_mae_segmentation_recipe():
 def test_toy_upernet_trains_and_tests_from_a_mae_mm_checkpoint(mae_checkpoint, voc_set,
                                                                tmp_path):
     metrics, outputs = train_then_test(
-        UPERNET_B, upernet_toy_options(mae_checkpoint, voc_set), tmp_path, mae_checkpoint,
+        UPERNET_TOY, upernet_toy_options(mae_checkpoint), tmp_path, mae_checkpoint,
         lr=UPERNET_TOY_LR, layer_decay=0.65, weight_decay=0.05, name='UperNet')
     assert {'mIoU', 'aAcc'} <= set(metrics)
     for sample in outputs:

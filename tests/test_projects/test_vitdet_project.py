@@ -5,8 +5,8 @@ import math
 import torch
 from mmengine.config import Config
 
-from .conftest import (TOY_IMG, VITDET_B, VITDET_L, VITDET_TOY_LR, train_then_test,
-                       vitdet_toy_options)
+from .conftest import (TOY_IMG, VITDET_B, VITDET_L, VITDET_TOY, VITDET_TOY_LR,
+                       train_then_test, vitdet_toy_options)
 
 
 def test_configs_follow_the_vitdet_recipe():
@@ -48,7 +48,7 @@ def test_configs_follow_the_vitdet_recipe():
 def test_toy_vitdet_trains_and_tests_from_a_mae_mm_checkpoint(mae_checkpoint, coco_set,
                                                              tmp_path):
     metrics, outputs = train_then_test(
-        VITDET_B, vitdet_toy_options(mae_checkpoint, coco_set), tmp_path, mae_checkpoint,
+        VITDET_TOY, vitdet_toy_options(mae_checkpoint), tmp_path, mae_checkpoint,
         lr=VITDET_TOY_LR, layer_decay=0.7, weight_decay=0.1, name='ViTDet')
     assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= set(metrics)
     for sample in outputs:
