@@ -82,6 +82,8 @@ class ReconstructionVisualizationHook(Hook):
         dataset = runner.train_dataloader.dataset
         size = len(dataset)
         count = min(self.num_images, size)
+        if not size:
+            return []
         if not hasattr(dataset, 'get_data_info') or dataset.get_data_info(0).get(
                 'img_path') is None:
             raise ValueError('ReconstructionVisualizationHook: the training set '
