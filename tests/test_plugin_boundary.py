@@ -24,6 +24,9 @@ LAYER_RANK = {
     'models': 2, 'datasets': 2,
     'visualization': 3, 'evaluation': 3,
     'engine': 4,
+    # pure-Python recipes (mae_mm/configs): data read by mmengine's config parser, never imported
+    # by the package; they may name classes of every layer.
+    'configs': 5,
 }
 
 

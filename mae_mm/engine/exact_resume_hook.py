@@ -56,10 +56,12 @@ class ExactResumeHook(Hook):
     size) that tells a resumption with another batch size or number of processes.
 
     Limit: data-loader worker processes (``num_workers > 0``) draw augmentation randomness from
-    their own generators, which mmengine seeds when they start; after a resume they start afresh,
-    so crops and flips differ from the uninterrupted run from there on (data order and masks do
-    not). Bit-for-bit equality therefore needs ``num_workers=0`` (and, on GPUs, deterministic
-    kernels).
+    their own generators, which mmengine seeds when they start. After a resume, an epoch-based run
+    therefore crops and flips the rest of the interrupted epoch differently from the
+    uninterrupted run (and every later epoch too with ``persistent_workers=True``); data order and
+    masks do not differ. An iteration-based run matches: mmengine advances its loader by loading
+    the batches already trained, so the workers repeat their draws. Bit-for-bit equality of an
+    epoch-based run therefore needs ``num_workers=0`` (and, on GPUs, deterministic kernels).
     """
 
     priority = 'VERY_HIGH'

@@ -6,7 +6,8 @@
 #
 # The encoder starts from a mae-mm pretraining checkpoint (keys 'backbone.*'); an official MAE
 # file ({'model': ...}), a timm state dict or an mmpretrain checkpoint load as they are: change
-# only model.backbone.init_cfg.checkpoint. Missing/unexpected keys are logged by name.
+# only model.backbone.init_cfg.checkpoint. Keys that do not fit (beyond the expected-missing
+# fc_norm) stop the run with the grouped key report; allow_partial=True in init_cfg loads what fits.
 model = dict(
     type='mmpretrain.ImageClassifier',
     data_preprocessor=dict(

@@ -5,6 +5,9 @@
 optim_wrapper = dict(
     type='MixedPrecisionOptimWrapper',
     loss_scale='dynamic',
+    # mmengine's constructor, with the fixed sin-cos position tables (frozen) reported in one
+    # log line instead of one per parameter; the parameter groups are mmengine's.
+    constructor='FrozenAwareOptimWrapperConstructor',
     # torch's default AdamW implementation, as the references. Option:
     # --cfg-options optim_wrapper.optimizer.fused=True (one kernel over all parameters instead
     # of a loop of small ops, the same update: tests/test_models/test_fast_paths.py; CUDA with

@@ -6,11 +6,13 @@ from mmengine.optim import CosineAnnealingLR, LinearLR
 from mmengine.runner import EpochBasedTrainLoop
 from torch.optim import AdamW
 
-from mae_mm.engine.optimizers import MixedPrecisionOptimWrapper
+from mae_mm.engine.optimizers import (FrozenAwareOptimWrapperConstructor,
+                                      MixedPrecisionOptimWrapper)
 
 optim_wrapper = dict(
     type=MixedPrecisionOptimWrapper,
     loss_scale='dynamic',
+    constructor=FrozenAwareOptimWrapperConstructor,
     optimizer=dict(type=AdamW, lr=1.5e-4 * 4096 / 256, betas=(0.9, 0.95), weight_decay=0.05),
     # optim_wrapper.update(clip_grad=dict(max_norm=3.0)) in a child config to clip
     paramwise_cfg=dict(
