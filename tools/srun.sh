@@ -11,18 +11,8 @@ set -euo pipefail
 GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-$((GPUS < 8 ? GPUS : 8))}
 TOOLS_DIR="$(cd "$(dirname "$0")" && pwd)"
-# The interpreter: $PYTHON if set, else the repository's .venv if present, else python on PATH
-# (named on the first line of stderr).
-REPO_DIR="$(dirname "$TOOLS_DIR")"
-if [ -n "${PYTHON:-}" ]; then
-  PY="$PYTHON"; PY_FROM='$PYTHON'
-elif [ -x "$REPO_DIR/.venv/bin/python" ]; then
-  PY="$REPO_DIR/.venv/bin/python"; PY_FROM="the repository's .venv"
-else
-  PY=python; PY_FROM="python on PATH: $(command -v python || echo 'not found')"
-fi
-echo "[$(basename "$0")] interpreter: $PY ($PY_FROM)" >&2
-export PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}"
+# shellcheck source=tools/python_interpreter.sh
+source "$TOOLS_DIR/python_interpreter.sh"  # sets PY
 # shellcheck disable=SC2086  # SRUN_ARGS is a list of options
 exec srun -p "$1" \
   --job-name="$2" \

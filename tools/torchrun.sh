@@ -9,18 +9,8 @@ set -euo pipefail
 SCRIPT=$1
 NPROC=$2
 TOOLS_DIR="$(cd "$(dirname "$0")" && pwd)"
-# The interpreter: $PYTHON if set, else the repository's .venv if present, else python on PATH
-# (named on the first line of stderr).
-REPO_DIR="$(dirname "$TOOLS_DIR")"
-if [ -n "${PYTHON:-}" ]; then
-  PY="$PYTHON"; PY_FROM='$PYTHON'
-elif [ -x "$REPO_DIR/.venv/bin/python" ]; then
-  PY="$REPO_DIR/.venv/bin/python"; PY_FROM="the repository's .venv"
-else
-  PY=python; PY_FROM="python on PATH: $(command -v python || echo 'not found')"
-fi
-echo "[$(basename "$0")] interpreter: $PY ($PY_FROM)" >&2
-export PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}"
+# shellcheck source=tools/python_interpreter.sh
+source "$TOOLS_DIR/python_interpreter.sh"  # sets PY
 exec "$PY" -m torch.distributed.run \
   --nnodes="${NNODES:-1}" \
   --node_rank="${NODE_RANK:-0}" \

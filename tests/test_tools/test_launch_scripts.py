@@ -281,7 +281,7 @@ def _fake_checkout(tmp_path: Path, with_venv: bool) -> Path:
     repo = tmp_path / 'repo'
     (repo / 'tools').mkdir(parents=True)
     for name in ('dist_train.sh', 'dist_test.sh', 'torchrun.sh', 'slurm_train.sh',
-                 'slurm_test.sh', 'srun.sh'):
+                 'slurm_test.sh', 'srun.sh', 'python_interpreter.sh'):
         (repo / 'tools' / name).write_text((TOOLS / name).read_text())
     if with_venv:
         (repo / '.venv' / 'bin').mkdir(parents=True)
