@@ -18,10 +18,11 @@ def _plain_copy(module: WindowRelPosAttention) -> Attention:
 
 
 @pytest.mark.parametrize('grid,window', [((6, 6), 3), ((5, 7), 3), ((4, 9), 4)])
-def test_windows_equal_plain_attention_inside_each_window(grid, window):
-    """Each window attends only among the image tokens inside it (edge windows are padded, the
-    padding masked): the same as global attention applied to those tokens alone."""
-    module = WindowRelPosAttention(DIM, HEADS, window_size=window)
+def test_masked_windows_equal_plain_attention_inside_each_window(grid, window):
+    """``mask_padded_keys=True``: each window attends only among the image tokens inside it
+    (edge windows are padded, the padding masked): the same as global attention applied to
+    those tokens alone."""
+    module = WindowRelPosAttention(DIM, HEADS, window_size=window, mask_padded_keys=True)
     plain = _plain_copy(module)
     x = torch.randn(2, *grid, DIM)
     out = module(x)
@@ -35,11 +36,37 @@ def test_windows_equal_plain_attention_inside_each_window(grid, window):
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_window_covering_the_grid_is_global_attention():
-    module = WindowRelPosAttention(DIM, HEADS, window_size=8)
+def test_masked_window_covering_the_grid_is_global_attention():
+    module = WindowRelPosAttention(DIM, HEADS, window_size=8, mask_padded_keys=True)
     x = torch.randn(1, 5, 6, DIM)
     expected = _plain_copy(module)(x.reshape(1, 30, DIM)).reshape(1, 5, 6, DIM)
     torch.testing.assert_close(module(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('grid,window', [((6, 6), 3), ((5, 7), 3), ((4, 9), 4)])
+def test_padded_tokens_take_part_as_keys_by_default(grid, window):
+    """The reference: each window is zero-padded to its full size and attends over all of its
+    tokens, the padding included (plain attention on the zero-padded window, cut back)."""
+    module = WindowRelPosAttention(DIM, HEADS, window_size=window)
+    plain = _plain_copy(module)
+    x = torch.randn(2, *grid, DIM)
+    rows = -(-grid[0] // window) * window
+    cols = -(-grid[1] // window) * window
+    padded = torch.nn.functional.pad(x, (0, 0, 0, cols - grid[1], 0, rows - grid[0]))
+    expected = torch.empty_like(padded)
+    for top in range(0, rows, window):
+        for left in range(0, cols, window):
+            tile = padded[:, top:top + window, left:left + window].reshape(2, window**2, DIM)
+            expected[:, top:top + window, left:left + window] = plain(tile).reshape(
+                2, window, window, DIM)
+    torch.testing.assert_close(module(x), expected[:, :grid[0], :grid[1]], rtol=1e-5,
+                               atol=1e-5)
+    masked = WindowRelPosAttention(DIM, HEADS, window_size=window, mask_padded_keys=True)
+    masked.load_state_dict(module.state_dict())
+    if grid[0] % window or grid[1] % window:
+        assert not torch.allclose(masked(x), module(x), rtol=1e-3, atol=1e-3)
+    else:
+        torch.testing.assert_close(masked(x), module(x))
 
 
 @pytest.mark.parametrize('window', [0, 3])

@@ -26,7 +26,7 @@ def _copy_weights(dst, src, skip: str = '^$') -> None:
 
 
 @pytest.mark.parametrize('size,grid', [((64, 64), (4, 4)), ((96, 160), (6, 10)),
-                                       ((100, 76), (7, 5))])
+                                       ((100, 76), (6, 4))])  # remainders dropped
 def test_nchw_maps_of_any_input_size(size, grid):
     backbone = _backbone(out_indices=(3, 0, 3))
     maps = backbone(torch.randn(2, 3, *size))
@@ -48,7 +48,7 @@ def test_global_and_window_blocks():
 
 def test_window_larger_than_grid_equals_global_attention():
     global_attn = _backbone(window_size=0)
-    windowed = _backbone(window_size=8, use_rel_pos=False)
+    windowed = _backbone(window_size=8, use_rel_pos=False, mask_padded_keys=True)
     _copy_weights(windowed, global_attn)
     x = torch.randn(1, 3, 80, 96)  # a 5 x 6 grid inside one padded 8 x 8 window
     torch.testing.assert_close(windowed(x)[0], global_attn(x)[0], rtol=1e-5, atol=1e-5)
@@ -64,11 +64,13 @@ def test_zero_relative_tables_change_nothing():
 
 
 def test_position_table_resampled_bicubically_on_the_grid():
-    trained = _backbone(img_size=64, use_rel_pos=False)  # 4 x 4 table
+    trained = _backbone(pretrain_img_size=64, use_rel_pos=False)  # 4 x 4 table
+    assert trained.pos_embed.shape == (1, 17, 32)
     with torch.no_grad():
         trained.pos_embed.normal_()
     x = torch.randn(1, 3, 96, 128)  # a 6 x 8 grid
-    native = _backbone(img_size=(96, 128), use_rel_pos=False)
+    native = _backbone(img_size=(96, 128), pos_embed_resample_at_load=True, use_rel_pos=False)
+    assert native.pos_embed.shape == (1, 49, 32)
     _copy_weights(native, trained, skip='^pos_embed$')
     grid = trained.pos_embed[0, 1:].reshape(4, 4, 32).permute(2, 0, 1)[None]
     grid = F.interpolate(grid, size=(6, 8), mode='bicubic', align_corners=False)
@@ -78,15 +80,19 @@ def test_position_table_resampled_bicubically_on_the_grid():
     torch.testing.assert_close(trained(x)[0], native(x)[0], rtol=1e-5, atol=1e-5)
 
 
-def test_pad_to_img_size_runs_the_training_grid_and_crops():
+def test_pad_to_img_size_runs_the_training_grid_and_crop_to_input_crops():
     padded = _backbone(img_size=128, pad_to_img_size=True)
+    cropped = _backbone(img_size=128, pad_to_img_size=True, crop_to_input=True)
     plain = _backbone(img_size=128, pad_to_img_size=False)
     _copy_weights(plain, padded)
+    _copy_weights(cropped, padded)
     x = torch.randn(2, 3, 90, 64)
-    expected = plain(F.pad(x, (0, 64, 0, 38)))[0][:, :, :6, :4]
-    out = padded(x)[0]
-    assert out.shape == (2, 32, 6, 4)
-    torch.testing.assert_close(out, expected)
+    expected = plain(F.pad(x, (0, 64, 0, 38)))[0]
+    assert padded(x)[0].shape == (2, 32, 8, 8)  # the padded canvas, as the reference
+    torch.testing.assert_close(padded(x)[0], expected)
+    out = cropped(x)[0]
+    assert out.shape == (2, 32, 5, 4)  # 90 px: 5 whole patches
+    torch.testing.assert_close(out, expected[:, :, :5, :4])
 
 
 def test_activation_checkpointing_gives_the_same_values_and_gradients():

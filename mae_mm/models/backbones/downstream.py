@@ -39,6 +39,13 @@ class DownstreamMixin:
         (``final_norm=False``; official fine-tuned checkpoints drop it)."""
         return tuple(self.EXPECTED_MISSING_KEYS) + (() if self.final_norm else (r'^norm\.', ))
 
+    def position_table_grid(self) -> Tuple[Tuple[int, int], str]:
+        """The grid of the ``pos_embed`` parameter, and the config fields that set it (named in
+        the load report when a checkpoint's table is resampled to it): the training grid
+        (``img_size / patch_size``) here; :class:`ViTDetBackbone` keeps the pretraining grid."""
+        return tuple(self.grid_size), (f'model.backbone.img_size={_size(self.img_size)}, '
+                                       f'patch_size={self.patch_size}')
+
     def init_weights(self) -> None:
         """Load ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')`` from any
         checkpoint format (mae-mm, official MAE, timm, mmpretrain, Hugging Face ViTMAE folder or
@@ -97,23 +104,22 @@ class DownstreamMixin:
             if note:
                 logger.warning(note)
         resampled = None
+        table_grid, table_fields = self.position_table_grid()
         if 'pos_embed' in state and state['pos_embed'].shape != self.pos_embed.shape:
             num = state['pos_embed'].shape[1] - 1
             side = int(round(num**0.5))
             if side * side != num:
                 raise ValueError(f'checkpoint pos_embed has {num} grid tokens, not a square '
                                  'grid: resize it to this model before loading')
-            state['pos_embed'] = resize_pos_embed(state['pos_embed'], (side, side),
-                                                  self.grid_size)
+            state['pos_embed'] = resize_pos_embed(state['pos_embed'], (side, side), table_grid)
             resampled = (side, side)
         mismatch = split_key_mismatch(self.state_dict(), state, self.expected_missing_keys(),
                                       self.EXPECTED_UNEXPECTED_KEYS)
         report = mismatch.report(f'{type(self).__name__} <- {name}')
         if resampled is not None:
             report += (f'\nposition table resampled from the checkpoint\'s {resampled[0]} x '
-                       f'{resampled[1]} grid to {self.grid_size[0]} x {self.grid_size[1]} '
-                       f'(model.backbone.img_size={_size(self.img_size)}, '
-                       f'patch_size={self.patch_size})')
+                       f'{resampled[1]} grid to {table_grid[0]} x {table_grid[1]} '
+                       f'({table_fields})')
         if not mismatch.ok and not allow_partial:
             logger.error(report)
             raise PretrainedKeyMismatchError(

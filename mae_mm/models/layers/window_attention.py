@@ -7,9 +7,12 @@ parameter names of :class:`~mae_mm.models.layers.transformer.Attention` (``qkv``
 MAE checkpoint loads into it unchanged; the tables ``rel_pos_h``/``rel_pos_w`` are zero-initialised
 (plain attention at the start) and absent from pretraining checkpoints.
 
-Windows that overhang the grid are padded; the padded tokens are masked out as keys, so a window
-attends exactly to the image tokens inside it (ViTDet lets zero-padded tokens take part as keys;
-masking makes an edge window equal to attention restricted to its tokens).
+Windows that overhang the grid are zero-padded (after the block's first LayerNorm) and, as in
+ViTDet (detectron2's ``projects/ViTDet``, mmdet's port), the padded tokens take part as keys and
+values: their key and value are the qkv projection's bias. ``mask_padded_keys=True`` (an mae-mm
+option, not the reference) masks them out instead, so that an edge window equals attention
+restricted to its image tokens; weights trained with the reference semantics do not reproduce
+with it.
 """
 from typing import Optional, Tuple
 
@@ -120,15 +123,19 @@ class WindowRelPosAttention(Attention):
         use_rel_pos (bool): Add the decomposed relative position bias.
         rel_pos_grid (tuple[int, int]): The grid the tables of a global block are sized for (the
             training grid); other grids resample them. Window blocks size them to the window.
+        mask_padded_keys (bool): Mask the zero-padded tokens of windows that overhang the grid
+            out as keys. Defaults to False: they take part, as in the ViTDet reference.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, window_size: int = 0,
-                 use_rel_pos: bool = False, rel_pos_grid: Tuple[int, int] = (14, 14)):
+                 use_rel_pos: bool = False, rel_pos_grid: Tuple[int, int] = (14, 14),
+                 mask_padded_keys: bool = False):
         super().__init__(dim, num_heads, qkv_bias)
         if window_size < 0:
             raise ValueError(f'window_size={window_size} must be >= 0 (0: global attention)')
         self.window_size = window_size
         self.use_rel_pos = use_rel_pos
+        self.mask_padded_keys = mask_padded_keys
         if use_rel_pos:
             rows, cols = (window_size, window_size) if window_size else tuple(rel_pos_grid)
             head_dim = dim // num_heads
@@ -158,7 +165,7 @@ class WindowRelPosAttention(Attention):
         h, w = x.shape[1:3]
         windows, padded_hw = window_partition(x, self.window_size)
         key_padding = None
-        if padded_hw != (h, w):
+        if self.mask_padded_keys and padded_hw != (h, w):
             image = x.new_ones(1, h, w, 1)
             key_padding = window_partition(image, self.window_size)[0].reshape(
                 -1, self.window_size**2) == 0  # (num_windows, ws*ws), True = padding
@@ -186,4 +193,4 @@ class WindowRelPosAttention(Attention):
 
     def extra_repr(self) -> str:
         return (f'num_heads={self.num_heads}, window_size={self.window_size}, '
-                f'use_rel_pos={self.use_rel_pos}')
+                f'use_rel_pos={self.use_rel_pos}, mask_padded_keys={self.mask_padded_keys}')
