@@ -249,7 +249,10 @@ def expected_layer_id(name: str, num_layers: int) -> int:
 
 def assert_layer_decay(model, optimizer, base_lr: float, decay: float, weight_decay: float):
     """Every trainable parameter is in exactly one group, with ``lr = base_lr * decay **
-    (L + 1 - layer_id)`` and no weight decay on 1-D parameters, position and relative tables."""
+    (L + 1 - layer_id)`` and weight decay where the project's reference puts it (detectron2's
+    ViTDet split for a detector, BEiT/mmseg's for a segmentor: tests/reference_weight_decay.py)."""
+    from ..reference_weight_decay import reference_split
+    no_decay_names = reference_split(model)['no_decay']
     names = {id(p): n for n, p in model.named_parameters()}
     num_layers = model.backbone.num_layers
     seen = set()
@@ -260,7 +263,7 @@ def assert_layer_decay(model, optimizer, base_lr: float, decay: float, weight_de
             seen.add(name)
             lr = base_lr * decay**(num_layers + 1 - expected_layer_id(name, num_layers))
             assert group['initial_lr'] == pytest.approx(lr, rel=1e-6), name
-            no_decay = param.ndim <= 1 or 'pos_embed' in name or 'rel_pos' in name
+            no_decay = name in no_decay_names
             assert group['weight_decay'] == (0.0 if no_decay else weight_decay), name
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert seen == trainable

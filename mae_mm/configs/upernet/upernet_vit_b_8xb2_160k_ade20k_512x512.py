@@ -95,7 +95,9 @@ optim_wrapper = dict(
     cpu_dtype=None,
     constructor=LayerDecayOptimWrapperConstructor,
     # lr x 0.65 ** (num_layers + 1 - depth); num_layers is read from the backbone.
-    paramwise_cfg=dict(layer_decay_rate=0.65),
+    # Weight decay as BEiT's/mmseg's: none on 1-D parameters and biases only; cls_token,
+    # pos_embed and the relative-position tables decay.
+    paramwise_cfg=dict(layer_decay_rate=0.65, decay_rule='beit_mmseg'),
     optimizer=dict(type=AdamW, lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05))
 param_scheduler = [
     dict(type=LinearLR, start_factor=1e-6, by_epoch=False, begin=0, end=1500),

@@ -52,10 +52,44 @@ def vit_layer_id(name: str, num_layers: int, backbone_prefix: Optional[str] = 'b
 
 
 def is_no_decay(name: str, param, extra_keys=()) -> bool:
-    """No weight decay on norms and biases (every 1-D parameter), tokens, position tables."""
+    """No weight decay on norms and biases (every 1-D parameter), tokens, position tables
+    (the ``'mae_finetune'`` rule of :data:`DECAY_RULES`)."""
     leaf = name.split('.')[-1]
     return (param.ndim <= 1 or leaf in _EMBEDDING_NAMES or 'pos_embed' in leaf
             or 'rel_pos' in name or any(key in name for key in extra_keys))
+
+
+def _no_decay_mae_finetune(name: str, param, module: nn.Module, in_backbone: bool) -> bool:
+    return is_no_decay(name, param)
+
+
+def _no_decay_detectron2_vitdet(name: str, param, module: nn.Module, in_backbone: bool) -> bool:
+    # detectron2's ViTDet recipe: get_default_optimizer_params(weight_decay_norm=0.0,
+    # overrides={'pos_embed': {'weight_decay': 0.0}}): torch.nn.LayerNorm modules (in ViTDet
+    # only the ViT's; the pyramid's and heads' channel LayerNorm is another class) and any
+    # parameter named pos_embed; biases, rel_pos_h/w and the patch-embedding bias decay.
+    return (in_backbone and isinstance(module, nn.LayerNorm)) or name.split('.')[-1] == 'pos_embed'
+
+
+def _no_decay_beit_mmseg(name: str, param, module: nn.Module, in_backbone: bool) -> bool:
+    # BEiT's semantic-segmentation code and mmseg's LearningRateDecayOptimizerConstructor:
+    # ``len(shape) == 1 or name.endswith('.bias') or name in ('pos_embed', 'cls_token')`` on the
+    # whole model's names, so a nested backbone.pos_embed / cls_token and the relative position
+    # bias tables decay.
+    return param.ndim == 1 or name.endswith('.bias') or name in ('pos_embed', 'cls_token')
+
+
+#: Weight-decay splits by name: which parameters get no weight decay.
+#: ``'mae_finetune'`` (default): every 1-D parameter (norms, biases), cls/mask/dist tokens,
+#: position tables and relative-position tables (MAE's fine-tuning rule, extended to the
+#: relative-position tables). ``'detectron2_vitdet'``: the backbone's LayerNorms and
+#: ``pos_embed`` only (detectron2's and mmdet's ViTDet recipes). ``'beit_mmseg'``: 1-D
+#: parameters and biases only (BEiT's and mmseg's UperNet recipes).
+DECAY_RULES = {
+    'mae_finetune': _no_decay_mae_finetune,
+    'detectron2_vitdet': _no_decay_detectron2_vitdet,
+    'beit_mmseg': _no_decay_beit_mmseg,
+}
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -63,8 +97,9 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """Parameter groups with ``lr = base_lr * decay ** (num_layers + 1 - layer_id)``.
 
     ``layer_id`` is given by :func:`vit_layer_id` (patch embed/cls/pos = 0, block i = i + 1,
-    the rest = num_layers + 1, i.e. factor 1). Norms, biases, tokens, position tables and
-    relative-position tables get no weight decay. Works for any model whose ViT sits under
+    the rest = num_layers + 1, i.e. factor 1). Which parameters get no weight decay is
+    ``paramwise_cfg.decay_rule`` (:data:`DECAY_RULES`); by default norms, biases, tokens,
+    position tables and relative-position tables. Works for any model whose ViT sits under
     ``backbone.`` (mmpretrain classifiers, mmdet detectors, mmseg segmentors) or a bare ViT;
     from another scope write ``constructor='mae_mm.LayerDecayOptimWrapperConstructor'``.
     Frozen parameters (``requires_grad=False``) are left out of the optimizer and reported in
@@ -77,6 +112,12 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
           ``model.backbone.num_layers`` (or ``depth``), else counted, when absent.
         - ``backbone_prefix`` (str, optional): where the ViT sits in the model; default
           ``'backbone.'`` when the model has a ``backbone``, else the model is the ViT.
+        - ``decay_rule`` (str, optional): the weight-decay split, one of :data:`DECAY_RULES`:
+          ``'mae_finetune'`` (default: every 1-D parameter, tokens, position and
+          relative-position tables), ``'detectron2_vitdet'`` (only the backbone's LayerNorms and
+          ``pos_embed``; biases, ``rel_pos_h/w``, pyramid and head norms decay, as detectron2's
+          and mmdet's ViTDet) or ``'beit_mmseg'`` (only 1-D parameters and biases; tokens,
+          ``pos_embed`` and relative position bias tables decay, as BEiT's and mmseg's UperNet).
         - ``no_decay_keys`` (list[str], optional): more name fragments without weight decay.
         - ``custom_keys`` (dict, optional): ``{fragment: dict(lr_mult=, decay_mult=)}``, applied
           on top (e.g. a slower head); the longest matching fragment wins.
@@ -93,6 +134,14 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                                   'backbone.' if hasattr(module, 'backbone') else None)
         num_layers = cfg.get('num_layers') or self._count_layers(module)
         no_decay_keys = tuple(cfg.get('no_decay_keys', ()))
+        rule_name = cfg.get('decay_rule', 'mae_finetune')
+        if rule_name not in DECAY_RULES:
+            raise ValueError(f'paramwise_cfg.decay_rule={rule_name!r} is unknown: use one of '
+                             f'{sorted(DECAY_RULES)}')
+        rule = DECAY_RULES[rule_name]
+        owners = {f'{prefix}.{leaf}' if prefix else leaf: sub
+                  for prefix, sub in module.named_modules()
+                  for leaf, _ in sub.named_parameters(recurse=False)}
         custom_keys = cfg.get('custom_keys', {})
         sorted_custom = sorted(sorted(custom_keys), key=len, reverse=True)
         groups = {}
@@ -101,7 +150,9 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             if not param.requires_grad:
                 continue
             layer_id = vit_layer_id(name, num_layers, backbone_prefix)
-            no_decay = is_no_decay(name, param, no_decay_keys)
+            in_backbone = not backbone_prefix or name.startswith(backbone_prefix)
+            no_decay = (rule(name, param, owners.get(name), in_backbone)
+                        or any(key in name for key in no_decay_keys))
             lr_mult, decay_mult = 1.0, 1.0
             for key in sorted_custom:
                 if key in name:
@@ -120,8 +171,8 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             groups[key]['param_names'].append(name)
         params.extend(groups[k] for k in sorted(groups))
         MMLogger.get_current_instance().info(
-            f'layer-wise lr decay {decay_rate} over {num_layers} blocks: '
-            f'{len(groups)} parameter groups')
+            f'layer-wise lr decay {decay_rate} over {num_layers} blocks, weight-decay split '
+            f'{rule_name!r}: {len(groups)} parameter groups')
 
     @staticmethod
     def _decay_rate(cfg: dict) -> float:

@@ -83,7 +83,9 @@ optim_wrapper = dict(
     cpu_dtype=None,
     constructor='mae_mm.LayerDecayOptimWrapperConstructor',
     # lr x 0.7 ** (num_layers + 1 - depth); num_layers is read from the backbone.
-    paramwise_cfg=dict(layer_decay_rate=0.7),
+    # Weight decay as detectron2's recipe (and mmdet's port): none on the backbone's LayerNorms
+    # and pos_embed only; biases, rel_pos_h/w, the pyramid's and heads' norms decay.
+    paramwise_cfg=dict(layer_decay_rate=0.7, decay_rule='detectron2_vitdet'),
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1))
 
 # 100 epochs = 184,375 iterations x 64 images / 118k images; steps at 88 and 96 epochs.
