@@ -18,7 +18,7 @@ through :func:`load_checkpoint_to_model_checked` instead:
 """
 import re
 from collections import OrderedDict
-from typing import List, Mapping, Sequence, Tuple
+from typing import Mapping, Sequence, Tuple
 
 from mmengine.logging import MMLogger
 from mmengine.model import is_model_wrapper
@@ -26,7 +26,7 @@ from mmengine.runner import load_state_dict
 from mmengine.registry import DefaultScope
 
 from mae_mm.registry import SCOPE
-from mae_mm.utils.checkpoint import KeyMismatch, group_keys, split_key_mismatch
+from mae_mm.utils.checkpoint import KeyMismatch, split_key_mismatch
 from mae_mm.utils.compat import CheckpointLoadError, register_load_state_dict_pre_hook
 
 #: Keys a model may lack in any MAE checkpoint without it being an error.
@@ -70,26 +70,10 @@ def key_mismatch_of_load(model_keys: Sequence[str], missing: Sequence[str],
     return mismatch
 
 
-def _groups(keys: List[str], limit: int = 6) -> str:
-    groups = group_keys(keys)
-    more = f', ... {len(groups) - limit} more' if len(groups) > limit else ''
-    return ', '.join(groups[:limit]) + more
-
-
 def mismatch_message(source: str, mismatch: KeyMismatch) -> str:
     """One line: the file, the keys that do not fit (grouped) and the fix."""
-    parts = []
-    if mismatch.missing:
-        parts.append(f'{len(mismatch.missing)} model keys missing ({_groups(mismatch.missing)})')
-    if mismatch.unexpected:
-        parts.append(f'{len(mismatch.unexpected)} unexpected keys '
-                     f'({_groups(mismatch.unexpected)})')
-    if mismatch.shape_mismatch:
-        shown = ', '.join(f'{k} {list(c)} vs model {list(m)}'
-                          for k, m, c in mismatch.shape_mismatch[:4])
-        parts.append(f'{len(mismatch.shape_mismatch)} keys of another shape ({shown})')
     return (f'checkpoint {source!r} does not match the model (load_from / --resume): '
-            f'{"; ".join(parts)}: load a checkpoint of this model (tools/model_converters/ '
+            f'{mismatch.summary()}: load a checkpoint of this model (tools/model_converters/ '
             'converts official, timm and mmpretrain files), or only the encoder with '
             "model.backbone.init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')")
 
