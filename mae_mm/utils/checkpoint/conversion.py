@@ -16,6 +16,7 @@ from .hf_keys import (HF_ENCODER_PREFIX, HF_NAME_VERSIONS, hf_drop_reason, hf_ke
                       official_key_to_hf)
 from .key_report import (KeyMismatch, _duplicates, _group_pairs, group_keys,
                          split_key_mismatch)
+from .vitdet_keys import VITDET_FORMATS, vitdet_expected_keys, vitdet_to_mae_mm
 
 
 # ------------------------------------------------------------------------------------------------
@@ -41,7 +42,10 @@ class ConversionResult:
     notes: List[str] = field(default_factory=list)
 
     def key_check(self) -> 'KeyMismatch':
-        """The output keys against the complete MAE key set of the same depth."""
+        """The output keys against the complete MAE key set of the same depth (a ViTDet
+        backbone's for the ViTDet formats)."""
+        if self.source_format in VITDET_FORMATS:
+            return split_key_mismatch(vitdet_expected_keys(self.state_dict), self.state_dict)
         expected = expected_keys(self.state_dict, self.target_format)
         return split_key_mismatch(expected, self.state_dict)
 
@@ -80,15 +84,18 @@ class ConversionResult:
                     grouped = [f'{tops.pop()}.* ({len(keys)} keys)']
                 lines += [f'    {k}' for k in grouped]
         check = self.key_check()
+        what = 'ViTDet backbone' if self.source_format in VITDET_FORMATS else 'MAE model'
         if check.missing:
-            lines.append(f'missing from a complete MAE model ({len(check.missing)} keys; a '
+            lines.append(f'missing from a complete {what} ({len(check.missing)} keys; a '
                          'model loading this file keeps its own initialisation for them):')
             lines += [f'  {k}' for k in group_keys(check.missing)]
         if check.unexpected:
             lines.append(f'not MAE keys ({len(check.unexpected)} keys; a mae-mm model will '
                          'report them as unexpected):')
             lines += [f'  {k}' for k in group_keys(check.unexpected)]
-        if not check.missing and not check.unexpected:
+        if not check.missing and not check.unexpected and what != 'MAE model':
+            lines.append(f'all keys of a complete {what} are present')
+        elif not check.missing and not check.unexpected:
             lines.append('all keys of a complete MAE '
                          + ('encoder' if not _has_decoder(self.state_dict, self.target_format)
                             else 'encoder and decoder') + ' are present')
@@ -147,6 +154,8 @@ def _to_mae_mm(state: Mapping[str, torch.Tensor], source: str):
                          'were kept unchanged: ' + ', '.join(group_keys(unconverted)))
     elif source == 'hf':
         kept, dropped, notes = _hf_to_mae_mm(state)
+    elif source in VITDET_FORMATS:
+        kept, dropped, notes = vitdet_to_mae_mm(state, source)
     else:
         raise ValueError(f'unknown source format {source!r}: use one of {FORMATS}')
     return kept, dropped, notes
@@ -267,6 +276,9 @@ def convert_state_dict(state_or_ckpt: Mapping,
         raise ValueError(f'unknown target format {target!r}: use one of {TARGET_FORMATS}')
     state, _ = unwrap_state_dict(state_or_ckpt)
     source = source or detect_format(state_or_ckpt)
+    if source in VITDET_FORMATS and target != 'mae_mm':
+        raise ValueError(f'a {source} checkpoint converts to mae_mm names only (target '
+                         f'{target!r}): convert it to mae_mm, then the backbone to {target}')
     kept, dropped, notes = _to_mae_mm(state, source)
     if target in ('official', 'hf'):
         pairs, more = _mae_mm_to_official_pairs(kept, encoder_only)
@@ -291,6 +303,8 @@ def convert_state_dict(state_or_ckpt: Mapping,
     if len(result.state_dict) != len(pairs):
         raise ValueError('two input keys map to the same output key: '
                          f'{_duplicates([dst for _, dst, _ in pairs])}')
+    if source in VITDET_FORMATS:
+        return result
     result.notes += _pos_embed_notes(result.state_dict)
     if not encoder_only and not _has_decoder(result.state_dict, target) \
             and _has_encoder(result.state_dict, target):

@@ -23,6 +23,10 @@ only by a prefix:
     ``backbone.ln1`` (final norm), ``backbone.ln2`` (the norm after average pooling, fine-tuned
     models), ``neck.decoder_blocks.N.*`` with the same block names and ``neck.ln1`` (decoder
     norm). Reading only.
+``mmdet_vitdet``, ``detectron2_vitdet``
+    Whole ViTDet detectors of the references (mmdet's and detectron2's ``projects/ViTDet``),
+    converted to mae-mm's ``ViTDetBackbone`` / ``SimpleFeaturePyramid`` names (mmdet's heads
+    kept); the layouts are in :mod:`.vitdet_keys`. Reading only, to ``mae_mm`` only.
 ``hf``
     Hugging Face transformers ``ViTMAEForPreTraining`` (``vit.`` encoder, ``decoder.`` decoder)
     or a bare ``ViTMAEModel`` (the encoder without the ``vit.`` prefix), as ``model.safetensors``
@@ -61,8 +65,9 @@ import torch
 
 from ..pos_embed import sincos_2d_position_embedding
 from .hf_keys import HF_ENCODER_PREFIX, HF_SIGNATURE, hf_key_to_official, official_key_to_hf
+from .vitdet_keys import VITDET_FORMATS, detect_vitdet_format
 
-FORMATS = ('mae_mm', 'official', 'timm', 'mmpretrain', 'hf')
+FORMATS = ('mae_mm', 'official', 'timm', 'mmpretrain', 'hf') + VITDET_FORMATS
 TARGET_FORMATS = ('mae_mm', 'official', 'hf')
 
 #: Keys that hold the state dict inside a checkpoint, in the order they are looked for.
@@ -157,7 +162,8 @@ def detect_format(state_or_ckpt: Mapping) -> str:
         state_or_ckpt (Mapping): A loaded checkpoint or its state dict.
 
     Returns:
-        str: ``'mae_mm'``, ``'official'``, ``'timm'``, ``'mmpretrain'`` or ``'hf'``. Official
+        str: ``'mae_mm'``, ``'official'``, ``'timm'``, ``'mmpretrain'``, ``'hf'``,
+        ``'mmdet_vitdet'`` or ``'detectron2_vitdet'`` (see :func:`detect_vitdet_format`). Official
         and timm files have the same encoder names; a file is called official when it is wrapped
         in ``model`` (as facebookresearch/mae saves) or has MAE decoder keys, else timm. A
         Hugging Face file is recognised by its patch projection, layers or decoder layers.
@@ -174,6 +180,9 @@ def detect_format(state_or_ckpt: Mapping) -> str:
 
     if any(HF_SIGNATURE.match(k) for k in keys):
         return 'hf'
+    vitdet = detect_vitdet_format(keys)
+    if vitdet is not None:
+        return vitdet
     if any_match(r'(backbone\.)?(layers\.\d+\.(ln1|ffn\.layers)\.|patch_embed\.projection\.)') \
             or any_match(r'neck\.(decoder_blocks\.\d+\.(ln1|ffn\.layers)\.|ln1\.)'):
         return 'mmpretrain'

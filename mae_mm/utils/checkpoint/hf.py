@@ -24,6 +24,7 @@ import torch
 
 from ..compat import load_checkpoint_file
 from .formats import detect_format, unwrap_state_dict
+from .vitdet_keys import read_detectron2_pickle
 
 #: Weight files of a Hugging Face model folder, in the order they are looked for.
 HF_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
@@ -111,6 +112,8 @@ def read_checkpoint(path: Union[str, os.PathLike], map_location: Any = 'cpu') ->
 
     - a folder: its ``model.safetensors`` or ``pytorch_model.bin`` with its ``config.json``;
     - a ``.safetensors`` file (needs ``safetensors``);
+    - a ``.pkl`` file: a detectron2 model file, numpy arrays only
+      (:func:`.vitdet_keys.read_detectron2_pickle`), the arrays as tensors;
     - any other file: :func:`mae_mm.utils.compat.load_checkpoint_file` (safe unpickler).
 
     Hugging Face weights (:func:`detect_format` ``'hf'``) come back as ``{'state_dict': sd,
@@ -132,6 +135,10 @@ def read_checkpoint(path: Union[str, os.PathLike], map_location: Any = 'cpu') ->
         if not osp.isfile(weights):
             raise FileNotFoundError(f'checkpoint {weights!r} does not exist: check the path')
         checkpoint: Any = load_safetensors(weights, map_location)
+    elif weights.endswith('.pkl'):  # detectron2 model files: pickled numpy arrays
+        if not osp.isfile(weights):
+            raise FileNotFoundError(f'checkpoint {weights!r} does not exist: check the path')
+        checkpoint = read_detectron2_pickle(weights)
     else:
         checkpoint = load_checkpoint_file(weights, map_location=map_location)
     try:
