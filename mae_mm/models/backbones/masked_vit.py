@@ -7,10 +7,15 @@ from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 
 from mae_mm.registry import MODELS
-from ..layers import (NOISE_FUNCTIONS, Block, PatchEmbed, check_mask_config, init_mae_weights,
-                      num_visible, random_masking, resize_pos_embed, sincos_2d_position_embedding)
+from ..layers import (NOISE_FUNCTIONS, Block, PatchEmbed, RelPosBiasAttention, check_mask_config,
+                      init_mae_weights, num_visible, random_masking, resize_pos_embed,
+                      sincos_2d_position_embedding)
 from .downstream import OUT_TYPES, DownstreamMixin
 from .vit_arch import ARCH_ZOO, resolve_arch  # noqa: F401 (ARCH_ZOO: imported from here by tools)
+
+
+#: Values of ``MaskedViT(rel_pos_bias=...)``.
+REL_POS_BIAS_TYPES = (None, 'beit')
 
 
 @MODELS.register_module()
@@ -44,6 +49,12 @@ class MaskedViT(DownstreamMixin, BaseModule):
             ``frozen_stages`` blocks; they stay in eval mode. -1 freezes nothing.
         pos_embed_trainable (bool): Fine-tuning makes the position embedding trainable;
             pretraining keeps it fixed.
+        rel_pos_bias (str, optional): ``'beit'``: BEiT's per-head relative position bias in
+            every block (``blocks.i.attn.relative_position_bias_table``, (2 Wh - 1)(2 Ww - 1) + 3
+            entries with the cls token's, zero-initialised), as the MAE paper's segmentation
+            transfer turns on for fine-tuning. Unmasked only (``mask_ratio=0``), and only at the
+            grid of ``img_size`` (other input sizes raise). Pretraining checkpoints load with the
+            tables reported as expected-missing. None (default): no bias.
         init_cfg (dict, optional): MMEngine init config (e.g. ``Pretrained``).
     """
 
@@ -64,8 +75,16 @@ class MaskedViT(DownstreamMixin, BaseModule):
                  out_indices: Union[int, Sequence[int]] = -1,
                  frozen_stages: int = -1,
                  pos_embed_trainable: bool = False,
+                 rel_pos_bias: Optional[str] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
+        if rel_pos_bias not in REL_POS_BIAS_TYPES:
+            raise ValueError(f'rel_pos_bias={rel_pos_bias!r} is unknown: use one of '
+                             f'{REL_POS_BIAS_TYPES}')
+        if rel_pos_bias is not None and mask_ratio > 0:
+            raise ValueError(f"rel_pos_bias={rel_pos_bias!r} is for transfer (unmasked): set "
+                             f'mask_ratio=0 (got {mask_ratio})')
+        self.rel_pos_bias = rel_pos_bias
         settings = resolve_arch(arch)
         self.embed_dims = settings['embed_dims']
         self.num_layers = settings['num_layers']
@@ -103,6 +122,10 @@ class MaskedViT(DownstreamMixin, BaseModule):
                   attn=self.block_attention(i, settings['num_heads'], qkv_bias))
             for i, rate in enumerate(rates)
         ])
+        if rel_pos_bias is not None and not all(
+                isinstance(block.attn, RelPosBiasAttention) for block in self.blocks):
+            raise ValueError(f'rel_pos_bias={rel_pos_bias!r} is not supported by '
+                             f'{type(self).__name__}, whose blocks have their own attention')
         self.norm = nn.LayerNorm(self.embed_dims, eps=norm_eps)
         if not final_norm:
             # Unused, but kept so that pretraining checkpoints load without unexpected keys;
@@ -117,8 +140,19 @@ class MaskedViT(DownstreamMixin, BaseModule):
                         qkv_bias: bool) -> Optional[nn.Module]:
         """The attention module of block ``index``; None: the plain global attention.
         Subclasses (e.g. :class:`ViTDetBackbone`) override it to build other blocks directly
-        (called while the blocks are built, after ``grid_size`` is set)."""
+        (called while the blocks are built, after ``grid_size`` is set). With
+        ``rel_pos_bias='beit'``: global attention with BEiT's relative position bias."""
+        if self.rel_pos_bias == 'beit':
+            return RelPosBiasAttention(self.embed_dims, num_heads, qkv_bias, self.grid_size)
         return None
+
+    def expected_missing_keys(self) -> Tuple[str, ...]:
+        """Those of :class:`DownstreamMixin`, and the relative position bias tables when
+        ``rel_pos_bias`` is set (pretraining checkpoints have none; they start at zero)."""
+        keys = super().expected_missing_keys()
+        if self.rel_pos_bias is not None:
+            keys += (r'^blocks\.\d+\.attn\.relative_position_bias_table$', )
+        return keys
 
     def _init_mae_weights(self) -> None:
         """The official initialisation, done at construction so that a later ``init_weights``

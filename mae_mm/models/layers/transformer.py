@@ -56,6 +56,8 @@ class Attention(nn.Module):
         n, length, dim = x.shape
         qkv = self.qkv(x).reshape(n, length, 3, self.num_heads, dim // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (N, heads, L, head_dim)
+        if attn_bias is not None and attn_bias.is_floating_point():
+            attn_bias = attn_bias.to(q.dtype)  # an fp32 table under fp16/bf16 autocast
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)  # (N, heads, L, hd)
         return self.proj(x.transpose(1, 2).reshape(n, length, dim))
 
