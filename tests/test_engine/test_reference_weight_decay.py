@@ -108,11 +108,19 @@ def test_vitdet_large_config_keeps_the_split():
 
 
 @pytest.mark.parametrize('config', ['upernet_vit-b_8xb2-160k_ade20k-512x512.py',
-                                    'upernet_vit-t_labelme-128px_toy-cpu.py'])
+                                    'upernet_vit-t_labelme-128px_toy-cpu.py',
+                                    'upernet_vit-b_mae-paper-relpos-bias_8xb2-100e_ade20k-'
+                                    '512x512.py'])
 def test_upernet_configs_split_weight_decay_as_beit_mmseg(config):
     cfg, model, optimizer = _model_and_optimizer(osp.join(UPERNET, config), 'upernet')
     groups = _check(model, optimizer, cfg, beit_mmseg_no_decay(model), mmseg_layer_id)
-    assert groups['backbone.blocks.0.attn.rel_pos_h']['weight_decay'] > 0
+    if 'mae-paper' in config:  # BEiT's bias table, cls token and position table decay
+        for name in ('backbone.blocks.0.attn.relative_position_bias_table',
+                     'backbone.cls_token', 'backbone.pos_embed'):
+            assert groups[name]['weight_decay'] > 0, name
+        assert groups['backbone.pos_embed']['layer_id'] == 0
+    else:
+        assert groups['backbone.blocks.0.attn.rel_pos_h']['weight_decay'] > 0
     assert groups['backbone.blocks.0.attn.qkv.bias']['weight_decay'] == 0.0
     assert groups['decode_head.bottleneck.bn.weight']['weight_decay'] == 0.0
 

@@ -9,14 +9,16 @@ from .conftest import (UPERNET_B, UPERNET_L, UPERNET_TOY, UPERNET_TOY_LR, train_
 
 def test_configs_follow_the_mae_segmentation_recipe():
     base, large = Config.fromfile(UPERNET_B), Config.fromfile(UPERNET_L)
-    for cfg, arch, dims, out_indices in ((base, 'b', 768, (3, 5, 7, 11)),
-                                         (large, 'l', 1024, (7, 11, 15, 23))):
+    for cfg, arch, dims, out_indices, decay, drop_path in (
+            (base, 'b', 768, (3, 5, 7, 11), 0.65, 0.1),
+            (large, 'l', 1024, (7, 11, 15, 23), 0.8, 0.2)):
         assert cfg.default_scope == 'mmseg' and cfg.model.type == 'EncoderDecoder'
         assert cfg.model.pretrained is None
         backbone = cfg.model.backbone
         assert backbone.type == 'mae_mm.ViTDetBackbone' and backbone.arch == arch
         assert backbone.window_size == 0 and backbone.use_rel_pos  # global attention everywhere
-        assert tuple(backbone.out_indices) == out_indices and backbone.drop_path_rate == 0.1
+        assert tuple(backbone.out_indices) == out_indices
+        assert backbone.drop_path_rate == drop_path
         assert tuple(backbone.img_size) == (512, 512)
         assert backbone.init_cfg.type == 'Pretrained' and backbone.init_cfg.prefix == 'backbone.'
         assert f'mae_vit-{arch}_1600e' in backbone.init_cfg.checkpoint
@@ -26,7 +28,8 @@ def test_configs_follow_the_mae_segmentation_recipe():
         assert cfg.model.decode_head.num_classes == 150  # ADE20K
         optim = cfg.optim_wrapper
         assert optim.constructor == 'mae_mm.LayerDecayOptimWrapperConstructor'
-        assert optim.paramwise_cfg.layer_decay_rate == 0.65
+        assert optim.paramwise_cfg.layer_decay_rate == decay
+        assert optim.paramwise_cfg.decay_rule == 'beit_mmseg'
         assert 'num_layers' not in optim.paramwise_cfg  # read from the backbone
         assert optim.optimizer.type == 'AdamW' and optim.optimizer.lr == 1e-4
         assert optim.optimizer.weight_decay == 0.05

@@ -1,6 +1,8 @@
 # UperNet with a ViT-B/16 backbone initialised from a MAE checkpoint, ADE20K 512 x 512, 160k
 # iterations of 16 images (8 processes x 2), AdamW lr 1e-4 wd 0.05, layer decay 0.65, drop path
-# 0.1, linear warm-up 1,500 iterations then poly; the MAE paper's segmentation transfer (Table 5).
+# 0.1, linear warm-up 1,500 iterations then poly: mmseg's configs/mae recipe with ViTDet's
+# decomposed relative position (an alternative, not the MAE paper's BEiT relative position bias:
+# projects/upernet/configs/upernet_vit-b_mae-paper-relpos-bias_8xb2-100e_ade20k-512x512.py).
 # Pure-Python twin of projects/upernet/configs/upernet_vit-b_8xb2-160k_ade20k-512x512.py (which
 # inherits mmseg's configs/mae recipe; that chain's content is in ../_base_/mmseg/ and below).
 # Default scope 'mmseg'. In a child config:

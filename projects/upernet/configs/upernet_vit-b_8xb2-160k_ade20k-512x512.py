@@ -1,8 +1,11 @@
 # UperNet with a ViT-B/16 backbone initialised from a MAE checkpoint, ADE20K 512 x 512, 160k
 # iterations of 16 images (8 processes x 2), AdamW lr 1e-4 wd 0.05, layer decay 0.65, drop path
-# 0.1, linear warm-up 1,500 iterations then poly; the MAE paper's segmentation transfer (Table 5),
-# as mmseg's configs/mae recipe. Model, data, schedule and runtime come from that mmseg config
-# (default scope 'mmseg'); only the backbone and the optimizer are mae-mm's ('mae_mm.' prefix).
+# 0.1, linear warm-up 1,500 iterations then poly: mmseg's configs/mae recipe, with ViTDet's
+# decomposed relative position in global attention instead of the MAE paper's BEiT relative
+# position bias: an alternative, not the paper's protocol (that is
+# upernet_vit-b_mae-paper-relpos-bias_8xb2-100e_ade20k-512x512.py). Model, data, schedule and
+# runtime come from that mmseg config (default scope 'mmseg'); only the backbone and the
+# optimizer are mae-mm's ('mae_mm.' prefix).
 _base_ = 'mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py'
 # Registers mae-mm's modules (reached with the 'mae_mm.' prefix from this scope).
 custom_imports = dict(imports=['mae_mm.models', 'mae_mm.engine'], allow_failed_imports=False)
