@@ -11,6 +11,7 @@
   shorten it (a dozen iterations, the data randomness set to the identity).
 """
 import importlib.util
+import math
 import os
 import os.path as osp
 
@@ -219,16 +220,20 @@ def bicubic_grid_resize(pos_embed: torch.Tensor, src: int, dst: int) -> torch.Te
 
 def assert_backbone_is_checkpoint(backbone_state: dict, checkpoint: str) -> None:
     """Every backbone tensor equals the checkpoint's; the position table equals its bicubic
-    resampling to the toy grid; the relative tables (absent from MAE) are zero."""
+    resampling to the model's table grid (ViTDetBackbone's: that of ``pretrain_img_size``, or of
+    ``img_size`` with ``pos_embed_resample_at_load``; the table itself when it is the
+    checkpoint's grid); the relative tables (absent from MAE) are zero."""
     ckpt = backbone_part(load_state(checkpoint))
     rel_pos = {k for k in backbone_state if '.attn.rel_pos_' in k}
     assert rel_pos and set(backbone_state) - set(ckpt) == rel_pos
     assert set(ckpt) <= set(backbone_state)
     for key in rel_pos:
         assert not backbone_state[key].any(), key
-    src, dst = PRETRAIN_IMG // PATCH, TOY_IMG // PATCH
-    torch.testing.assert_close(backbone_state['pos_embed'],
-                               bicubic_grid_resize(ckpt['pos_embed'], src, dst))
+    src = PRETRAIN_IMG // PATCH
+    dst = math.isqrt(backbone_state['pos_embed'].shape[1] - 1)
+    expected = ckpt['pos_embed'] if dst == src else bicubic_grid_resize(ckpt['pos_embed'], src,
+                                                                         dst)
+    torch.testing.assert_close(backbone_state['pos_embed'], expected)
     for key, value in ckpt.items():
         if key != 'pos_embed':
             assert torch.equal(backbone_state[key], value), key

@@ -20,6 +20,15 @@ def test_configs_follow_the_vitdet_recipe():
         assert (backbone.window_size, tuple(backbone.global_attn_indexes)) == (14, global_blocks)
         assert backbone.drop_path_rate == drop_path and backbone.use_rel_pos
         assert tuple(backbone.img_size) == (1024, 1024) and backbone.patch_size == 16
+        # The reference's semantics: the table of the 224 px pretraining, interpolated in the
+        # forward pass; padded window keys take part; none of mae-mm's departures.
+        assert backbone.pretrain_img_size == 224
+        for option in ('mask_padded_keys', 'pos_embed_resample_at_load', 'pad_patch_remainder',
+                       'pad_to_img_size', 'crop_to_input'):
+            assert not backbone.get(option, False), option
+        # detectron2's square_pad=1024: batches padded to the square in training and at test.
+        assert cfg.model.data_preprocessor.pad_size_divisor == 1024
+        assert not any(t.type == 'Pad' for t in cfg.test_dataloader.dataset.pipeline)
         assert backbone.init_cfg.type == 'Pretrained' and backbone.init_cfg.prefix == 'backbone.'
         assert f'mae_vit-{arch}_1600e' in backbone.init_cfg.checkpoint
         assert cfg.model.neck.type == 'mae_mm.SimpleFeaturePyramid'
@@ -54,6 +63,8 @@ def test_toy_vitdet_trains_and_tests_from_a_mae_mm_checkpoint(mae_checkpoint, co
     for sample in outputs:
         height, width = sample.ori_shape
         assert max(sample.img_shape) == TOY_IMG  # resized for the model, predicted at full size
+        # Tested on the padded square, as detectron2 (square_pad), boxes clipped to the image.
+        assert tuple(sample.batch_input_shape) == (TOY_IMG, TOY_IMG)
         pred = sample.pred_instances
         count = len(pred)
         assert 0 < count <= 20

@@ -54,7 +54,12 @@ model = dict(
         std=[58.395, 57.12, 57.375],
         bgr_to_rgb=True,
         pad_mask=True,
-        pad_size_divisor=32,
+        # detectron2's square_pad=1024: every batch, in training and at test, is zero-padded
+        # (after normalisation) to 1024 x 1024, and the backbone, the pyramid and the heads run
+        # on that canvas; img_shape stays the image's, to which boxes are clipped. Images are at
+        # most 1024 px (LSJ crops, test resize), so a multiple of 1024 is the square
+        # (BatchFixedSizePad, training only in mmdet, pads the masks).
+        pad_size_divisor=image_size[0],
         batch_augments=[dict(type=BatchFixedSizePad, size=image_size, pad_mask=True)]),
     backbone=dict(
         type=ViTDetBackbone,
@@ -66,8 +71,12 @@ model = dict(
         global_attn_indexes=(2, 5, 8, 11),
         use_rel_pos=True,
         out_indices=(-1, ),
-        # Test images are padded to the 1024 x 1024 of training inside the backbone.
-        pad_to_img_size=True,
+        # The position table keeps the MAE checkpoint's 14 x 14 grid (224 px) and is
+        # interpolated to the 64 x 64 grid in every forward pass, as in ViTDet.
+        pretrain_img_size=224,
+        # The reference's semantics; mae-mm's departures stay off (projects/vitdet/README.md):
+        # mask_padded_keys, pos_embed_resample_at_load, pad_patch_remainder, pad_to_img_size,
+        # crop_to_input.
         with_cp=False,  # True trades a second forward pass for activation memory
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(
@@ -155,7 +164,7 @@ model = dict(
             score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5), max_per_img=100,
             mask_thr_binary=0.5)))
 
-# Test at 1024 on the long side (the backbone pads to 1024 x 1024, see pad_to_img_size).
+# Test at 1024 on the long side (the data preprocessor pads to 1024 x 1024, see above).
 test_pipeline = [
     dict(type=LoadImageFromFile, backend_args=None),
     dict(type=Resize, scale=image_size, keep_ratio=True),

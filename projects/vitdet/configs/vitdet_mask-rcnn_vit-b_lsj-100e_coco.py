@@ -27,8 +27,13 @@ image_size = (1024, 1024)
 head_norm_cfg = dict(type='mmpretrain.LN2d', requires_grad=True)
 
 model = dict(
+    # detectron2's square_pad=1024: every batch, in training and at test, is zero-padded (after
+    # normalisation) to 1024 x 1024, and the backbone, the pyramid and the heads run on that
+    # canvas; img_shape stays the image's, to which boxes are clipped. Images are at most 1024
+    # px (LSJ crops, test resize), so padding to a multiple of 1024 is padding to the square
+    # (BatchFixedSizePad, training only in mmdet, pads the masks).
     data_preprocessor=dict(
-        pad_size_divisor=32,
+        pad_size_divisor=image_size[0],
         batch_augments=[dict(type='BatchFixedSizePad', size=image_size, pad_mask=True)]),
     backbone=dict(
         _delete_=True,
@@ -41,10 +46,12 @@ model = dict(
         global_attn_indexes=(2, 5, 8, 11),
         use_rel_pos=True,
         out_indices=(-1, ),
-        # Test images (resized to 1024 on the long side) are padded to the 1024 x 1024 of
-        # training inside the backbone, so that the position table is the trained one, while
-        # boxes are still clipped to the image itself.
-        pad_to_img_size=True,
+        # The position table keeps the MAE checkpoint's 14 x 14 grid (224 px) and is
+        # interpolated to the 64 x 64 grid in every forward pass, as in ViTDet.
+        pretrain_img_size=224,
+        # The reference's semantics; mae-mm's departures stay off (projects/vitdet/README.md):
+        # mask_padded_keys, pos_embed_resample_at_load, pad_patch_remainder, pad_to_img_size,
+        # crop_to_input.
         with_cp=False,  # True trades a second forward pass for activation memory
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(
@@ -60,7 +67,7 @@ model = dict(
             type='Shared4Conv1FCBBoxHead', conv_out_channels=256, norm_cfg=head_norm_cfg),
         mask_head=dict(norm_cfg=head_norm_cfg)))
 
-# Test at 1024 on the long side (the backbone pads to 1024 x 1024, see pad_to_img_size). A Pad
+# Test at 1024 on the long side (the data preprocessor pads to 1024 x 1024, see above). A Pad
 # transform here would make the padding part of `img_shape`, and boxes would be clipped to it.
 test_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),

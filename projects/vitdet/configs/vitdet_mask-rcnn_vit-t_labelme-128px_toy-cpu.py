@@ -31,10 +31,12 @@ max_iters = 100
 
 model = dict(
     data_preprocessor=dict(
+        pad_size_divisor=image_size[0],  # the 128 x 128 square, in training and at test
         batch_augments=[dict(type='BatchFixedSizePad', size=image_size, pad_mask=True)]),
     backbone=dict(
         arch=arch,
         img_size=image_size,
+        pretrain_img_size=64,  # the toy pretraining's 64 px: a 4 x 4 table, kept as such
         window_size=4,  # 4 x 4 windows on the 8 x 8 grid (14 on the recipe's 64 x 64)
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(in_channels=embed_dims, out_channels=channels),
