@@ -41,6 +41,8 @@ PAIRS = [
      'projects/vitdet/configs/vitdet_mask-rcnn_vit-b_lsj-100e_coco.py'),
     ('upernet/upernet_vit_b_8xb2_160k_ade20k_512x512.py',
      'projects/upernet/configs/upernet_vit-b_8xb2-160k_ade20k-512x512.py'),
+    ('upernet/upernet_vit_b_mae_paper_relpos_bias_8xb2_100e_ade20k_512x512.py',
+     'projects/upernet/configs/upernet_vit-b_mae-paper-relpos-bias_8xb2-100e_ade20k-512x512.py'),
 ]
 
 # Keys a text config needs and a pure-Python one does not: ``custom_imports`` imports mae-mm's
