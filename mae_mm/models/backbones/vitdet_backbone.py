@@ -4,6 +4,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.logging import MMLogger
 from torch.utils.checkpoint import checkpoint
 
 from mae_mm.registry import MODELS
@@ -200,8 +201,18 @@ class ViTDetBackbone(MaskedViT):
     def position_embedding(self, grid_size: Tuple[int, int]) -> torch.Tensor:
         """The (1, 1+L, D) table interpolated from its grid (``pos_embed_grid``) to ``grid_size``
         (bicubic, ``align_corners=False``, the cls row kept as it is); the parameter itself when
-        the grids agree."""
-        return resize_pos_embed(self.pos_embed, self.pos_embed_grid, tuple(grid_size))
+        the grids agree. The first interpolation of this module is logged (one line naming the
+        config fields of the table's grid); later ones are not."""
+        grid_size = tuple(grid_size)
+        if grid_size != tuple(self.pos_embed_grid) and not self._resampling_logged:
+            self._resampling_logged = True
+            grid, fields = self.position_table_grid()
+            MMLogger.get_current_instance().info(
+                f'{type(self).__name__}: position table resampled from its {grid[0]} x '
+                f'{grid[1]} grid ({fields}) to {grid_size[0]} x {grid_size[1]} for inputs of '
+                f'{grid_size[0] * self.patch_size} x {grid_size[1] * self.patch_size} px, in '
+                'every forward pass; logged once, not at every resampling')
+        return resize_pos_embed(self.pos_embed, self.pos_embed_grid, grid_size)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Feature maps of the blocks in ``out_indices``.
