@@ -20,7 +20,6 @@ The reference key names and shapes are written here by hand from the public sour
   ``{'model': {name: numpy array}, '__author__': ...}``; ``.pth`` = ``{'model': sd, ...}``).
 """
 import pickle
-import re
 from collections import OrderedDict
 
 import pytest
@@ -149,18 +148,6 @@ def detectron2_state(model):
     return state
 
 
-def cls_token_expected_missing() -> bool:
-    return any(re.search(p, 'cls_token') for p in ViTDetBackbone.EXPECTED_MISSING_KEYS)
-
-
-# The reference checkpoints have no cls_token; ViTDetBackbone must list it as expected-missing
-# (mae_mm/models/backbones/vitdet_backbone.py, EXPECTED_MISSING_KEYS) for them to load strictly.
-needs_cls_token_expected = pytest.mark.xfail(
-    not cls_token_expected_missing(), raises=PretrainedKeyMismatchError, strict=True,
-    reason='ViTDetBackbone.EXPECTED_MISSING_KEYS lacks ^cls_token$ (reference ViTDet '
-    'checkpoints have no cls token)')
-
-
 def check_backbone(model, reference, prefix):
     state = model.state_dict()
     for key, value in reference.items():
@@ -186,7 +173,6 @@ def test_detection_by_key_signature():
     assert detect_format({'state_dict': own}) == 'mae_mm'
 
 
-@needs_cls_token_expected
 def test_mmdet_checkpoint_through_init_cfg(tmp_path):
     model = tiny_backbone()
     ckpt = mmdet_checkpoint(model)
@@ -198,7 +184,6 @@ def test_mmdet_checkpoint_through_init_cfg(tmp_path):
     check_backbone(model, ckpt['state_dict'], 'backbone.')
 
 
-@needs_cls_token_expected
 @pytest.mark.parametrize('suffix', ['.pkl', '.pth'])
 def test_detectron2_model_file_through_init_cfg(tmp_path, suffix):
     model = tiny_backbone()

@@ -98,7 +98,9 @@ class ViTDetBackbone(MaskedViT):
     """
 
     #: MAE checkpoints have no relative-position tables: ViTDet adds them (zero-initialised).
-    EXPECTED_MISSING_KEYS = MaskedViT.EXPECTED_MISSING_KEYS + (r'\.rel_pos_[hw]$', )
+    #: The reference ViTDet detectors (mmdet, detectron2) have no cls token, which this backbone
+    #: keeps only for round trips and never uses.
+    EXPECTED_MISSING_KEYS = MaskedViT.EXPECTED_MISSING_KEYS + (r'\.rel_pos_[hw]$', r'^cls_token$')
 
     def __init__(self,
                  arch: Union[str, dict] = 'base',
