@@ -285,6 +285,14 @@ for i in range(8):
     Image.fromarray(pixels).save(f'{work}/photos/{i}.jpg')
 DATASETS.build(dict(type='ImageFolder', data_root=f'{work}/photos'))
 DATASETS.build(dict(type='FashionMNIST', num_samples=20))
+import tarfile
+from mae_mm.datasets import index_shards
+with tarfile.open(f'{work}/shard-000000.tar', 'w') as tar:
+    tar.add(f'{work}/photos/0.jpg', arcname='0.jpg')
+index_shards([f'{work}/shard-000000.tar'], f'{work}/index.json')
+DATASETS.build(dict(type='WebDatasetShards', data_root=work,
+                    pipeline=[dict(type='FastRandomResizedCrop', scale=32)]))[0]
+built.add('WebDatasetShards')
 built |= {'ImageFolder', 'FashionMNIST', 'ArrayImageDataset', 'MAEDataPreprocessor'}
 for runner_type in ('mae_mm.MAERunner', 'mae_mm.MAEFlexibleRunner'):
     name = runner_type.split('.')[-1]

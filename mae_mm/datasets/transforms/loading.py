@@ -49,7 +49,10 @@ class LoadImageSafe(LoadImageFromFile):
     workers are forked), adds up the training process and all its workers, so that the count in
     the log and :func:`skipped_image_count` are the whole rank's, whatever ``num_workers``.
 
-    Required keys: ``img_path``. Added keys: ``img``, ``img_shape``, ``ori_shape``.
+    Required keys: ``img_path``. Optional: ``img_bytes`` (the image's bytes, given by a data set
+    that reads them itself, e.g. :class:`WebDatasetShards`; decoded instead of reading
+    ``img_path``, which then only names the image in messages). Added keys: ``img``,
+    ``img_shape``, ``ori_shape``.
 
     Args:
         on_error (str): ``'skip'`` or ``'raise'``. Defaults to 'skip'.
@@ -81,15 +84,20 @@ class LoadImageSafe(LoadImageFromFile):
                 pass
 
     def _read_bytes(self, filename: str) -> bytes:
+        data = getattr(filename, 'data', None)  # a shard member's bytes (ShardMemberPath)
+        if data is not None:
+            return data
         if self.file_client_args is not None:
             client = fileio.FileClient.infer_client(self.file_client_args, filename)
             return client.get(filename)
         return fileio.get(filename, backend_args=self.backend_args)
 
-    def _decode(self, filename: str) -> np.ndarray:
-        """Read and decode ``filename``; any failure raises ``OSError`` with the reason."""
+    def _decode(self, filename: str, img_bytes: Optional[bytes] = None) -> np.ndarray:
+        """Decode ``img_bytes``, read from ``filename`` when None; any failure raises
+        ``OSError`` with the reason."""
         try:
-            img_bytes = self._read_bytes(filename)
+            if img_bytes is None:
+                img_bytes = self._read_bytes(filename)
         except Exception as err:  # backends raise various types for missing/unreadable files
             raise OSError(f'cannot read image file {filename!r}: {type(err).__name__}: '
                           f'{str(err).splitlines()[0] if str(err) else ""}') from None
@@ -107,10 +115,11 @@ class LoadImageSafe(LoadImageFromFile):
         return img
 
     def transform(self, results: dict) -> Optional[dict]:
-        """Load ``results['img_path']``; None when it fails and ``on_error='skip'``."""
+        """Decode ``results['img_bytes']`` (a shard member's bytes, removed from ``results``)
+        or load ``results['img_path']``; None when it fails and ``on_error='skip'``."""
         filename = results['img_path']
         try:
-            img = self._decode(filename)
+            img = self._decode(filename, results.pop('img_bytes', None))
         except OSError as err:
             if self.ignore_empty:
                 return None
