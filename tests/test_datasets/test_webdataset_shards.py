@@ -18,6 +18,7 @@ from mmengine.dataset import DefaultSampler, pseudo_collate
 from mmengine.hooks import Hook
 
 from mae_mm.datasets import WebDatasetShards, scan_images, skipped_image_count
+from mae_mm.datasets import webdataset_shards
 from mae_mm.datasets.image_folder import IMG_EXTENSIONS
 from mae_mm.registry import DATASETS
 from tests.conftest import REPO_ROOT
@@ -66,6 +67,7 @@ def test_members_are_the_files_bytes_in_folder_order(nested_photos, shards):
                 with open(osp.join(nested_photos, member.name), 'rb') as f:
                     assert tar.extractfile(member).read() == f.read()
     assert names == files and any('/' in n for n in names)
+    assert images_to_shards.INDEX_NAME == webdataset_shards.INDEX_NAME  # the tool skips the import
     ds = WebDatasetShards(data_root=shards)
     assert len(ds) == len(files) == 64
     for i, name in enumerate(files):
@@ -91,6 +93,37 @@ def test_the_webdataset_package_reads_the_shards(nested_photos, shards):
     for name in files:
         with open(osp.join(nested_photos, name), 'rb') as f:
             assert seen[name[:-len('.jpg')]] == f.read()
+
+
+def test_the_index_is_a_wids_shard_list(nested_photos, shards, tmp_path, monkeypatch):
+    """``wids`` (webdataset's indexed reader) reads the index: same samples, same order."""
+    wids = pytest.importorskip('wids')
+    monkeypatch.setenv('WIDS_CACHE', str(tmp_path))  # wids links local shards into its cache
+    reader = wids.ShardListDataset(osp.join(shards, 'index.json'), transformations=[])
+    files = scan_images(nested_photos, IMG_EXTENSIONS)
+    assert len(reader) == len(files)
+    for i, name in enumerate(files):
+        sample = reader[i]
+        assert sample['__key__'] == name[:-len('.jpg')]
+        with open(osp.join(nested_photos, name), 'rb') as f:
+            assert sample['.jpg'].read() == f.read()
+
+
+def test_shards_of_webdatasets_writer_are_indexed_and_read(photo_folder, tmp_path):
+    wds = pytest.importorskip('webdataset')
+    names = sorted(os.listdir(photo_folder))[:5]
+    with wds.TarWriter(str(tmp_path / 'their-0.tar')) as sink:
+        for name in names:
+            with open(osp.join(photo_folder, name), 'rb') as f:
+                sink.write({'__key__': name[:-4], 'jpg': f.read(), 'txt': 'a caption'})
+    webdataset_shards.index_shards([str(tmp_path / 'their-0.tar')], str(tmp_path / 'index.json'))
+    ds = WebDatasetShards(data_root=str(tmp_path), pipeline=[dict(type='LoadImageSafe')])
+    assert len(ds) == 5  # the images; the captions are not samples
+    for i, name in enumerate(names):
+        assert ds.get_data_info(i)['img_path'].endswith(f'their-0.tar#{name}')
+        with open(osp.join(photo_folder, name), 'rb') as f:
+            assert ds.read_bytes(ds.get_data_info(i)) == f.read()
+        assert ds[i]['img'].shape == (96, 96, 3)
 
 
 class _Digest:
@@ -222,7 +255,8 @@ class _RecordLoss(Hook):
         self.losses.append(float(outputs['loss'].detach()))
 
 
-def _quickstart_losses(dataset, work_dir):
+def _quickstart_run(dataset, work_dir, max_iters=2, **overrides):
+    """The quick-start config on ``dataset`` (a few iterations, batch 8); returns the losses."""
     from mae_mm.engine import build_runner
     cfg = Config.fromfile(QUICKSTART)
     cfg.merge_from_dict({
@@ -230,13 +264,14 @@ def _quickstart_losses(dataset, work_dir):
         'train_dataloader.batch_size': 8,
         'train_dataloader.num_workers': 0,
         'train_dataloader.persistent_workers': False,
-        'train_cfg.max_iters': 2,
+        'train_cfg.max_iters': max_iters,
         'default_hooks.logger.interval': 1,
         'default_hooks.checkpoint.interval': 100,
         'randomness': dict(seed=0),
+        **{f'train_dataloader.dataset.{k}': v for k, v in dataset.items()},
+        **overrides,
     })
-    cfg.merge_from_dict({f'train_dataloader.dataset.{k}': v for k, v in dataset.items()})
-    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+    cfg.param_scheduler = [dict(type='CosineAnnealingLR', T_max=max_iters, by_epoch=False)]
     runner = build_runner(cfg)
     record = _RecordLoss()
     runner.register_hook(record)
@@ -246,10 +281,36 @@ def _quickstart_losses(dataset, work_dir):
 
 def test_quickstart_pretraining_on_shards_equals_the_folder(photo_folder, tmp_path):
     assert write(photo_folder, tmp_path / 'shards', '--shard-size', '100KB') == 0
-    folder = _quickstart_losses(dict(data_root=photo_folder), tmp_path / 'w_folder')
+    folder = _quickstart_run(dict(data_root=photo_folder), tmp_path / 'w_folder')
     # the switch to shards: type and data_root, as --cfg-options would change them
-    sharded = _quickstart_losses(dict(type='WebDatasetShards',
-                                      data_root=str(tmp_path / 'shards')),
-                                 tmp_path / 'w_shards')
+    sharded = _quickstart_run(dict(type='WebDatasetShards', data_root=str(tmp_path / 'shards')),
+                              tmp_path / 'w_shards')
     assert len(folder) == 2 and folder == sharded
     assert skipped_image_count() == 0  # every sample decoded from the shards, none refetched
+
+
+def _state(path):
+    from mae_mm.utils.compat import load_checkpoint_file
+    ckpt = load_checkpoint_file(str(path), map_location='cpu')
+    return ckpt['meta']['iter'], ckpt['state_dict'], ckpt['optimizer']['state']
+
+
+def test_a_run_on_shards_resumes_exactly_like_the_folder_run(photo_folder, tmp_path):
+    """The quick start's loop (InfiniteSampler) stopped after iteration 3 of 6 and resumed on
+    the shards ends with the weights and optimizer state of the uninterrupted folder run."""
+    assert write(photo_folder, tmp_path / 'shards', '--shard-size', '100KB') == 0
+    shards = dict(type='WebDatasetShards', data_root=str(tmp_path / 'shards'))
+    ckpt = {'default_hooks.checkpoint.interval': 3}
+    folder = _quickstart_run(dict(data_root=photo_folder), tmp_path / 'folder', 6, **ckpt)
+    (tmp_path / 'resumed').mkdir()
+    shutil.copy(tmp_path / 'folder' / 'iter_3.pth', tmp_path / 'resumed')
+    resumed = _quickstart_run(shards, tmp_path / 'resumed', 6, resume=True, **ckpt)
+    assert resumed == folder[3:]
+    expected, actual = _state(tmp_path / 'folder' / 'iter_6.pth'), _state(
+        tmp_path / 'resumed' / 'iter_6.pth')
+    assert expected[0] == actual[0] == 6
+    for key, value in expected[1].items():
+        assert torch.equal(value, actual[1][key]), key
+    for index, state in expected[2].items():
+        for name, value in state.items():
+            assert torch.equal(value, actual[2][index][name]), (index, name)

@@ -33,9 +33,8 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from mae_mm.datasets.image_folder import IMG_EXTENSIONS, scan_images  # noqa: E402
-from mae_mm.datasets.webdataset_shards import INDEX_NAME, index_shards, tar_members  # noqa: E402
-
+# mae_mm (and torch with it) is imported where it is used, so that --help answers at once.
+INDEX_NAME = 'index.json'
 SHARD_PATTERN = 'shard-{:06d}.tar'
 OPTIONS_NAME = '.images_to_shards.json'
 _UNITS = {'': 1, 'B': 1, 'KB': 10**3, 'MB': 10**6, 'GB': 10**9, 'TB': 10**12,
@@ -106,6 +105,7 @@ def member_size(nbytes: int) -> int:
 def complete_shards(dst: str, files: list) -> list:
     """The complete shards from an earlier run, checked against ``files``; later or partial
     shard files are removed (they will be rewritten)."""
+    from mae_mm.datasets.webdataset_shards import tar_members
     for tmp in glob.glob(osp.join(dst, 'shard-*.tar.tmp')):
         os.remove(tmp)
     kept, pos = [], 0
@@ -130,6 +130,9 @@ def complete_shards(dst: str, files: list) -> list:
 def write_shards(args: argparse.Namespace) -> list:
     """Write (or complete) the shards; returns their paths in order."""
     from mmengine.utils import ProgressBar
+
+    from mae_mm.datasets.image_folder import IMG_EXTENSIONS, scan_images
+    from mae_mm.datasets.webdataset_shards import index_shards, tar_members
     src, dst = osp.abspath(args.src), osp.abspath(args.dst)
     if not osp.isdir(src):
         sys.exit(f'error: SRC {args.src!r} is not a folder: give the folder of images')
@@ -197,6 +200,7 @@ def verify(shards: list) -> list:
     from mmengine.utils import ProgressBar
 
     from mae_mm.datasets.transforms.loading import LoadImageSafe
+    from mae_mm.datasets.webdataset_shards import tar_members
     loader = LoadImageSafe(on_error='raise')
     tables = [(path, tar_members(path)) for path in shards]
     bar = ProgressBar(sum(len(members) for _, members in tables))
