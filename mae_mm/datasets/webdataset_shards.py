@@ -24,24 +24,6 @@ INDEX_NAME = 'index.json'
 WRITER = 'python tools/dataset_converters/images_to_shards.py SRC DST'
 
 
-class ShardMemberPath(str):
-    """``'shard.tar#member'`` (what logs show) carrying the member's bytes in :attr:`data`.
-
-    ``LoadImageSafe._read_bytes`` returns :attr:`data` instead of opening the path, so every
-    transform that reads through ``LoadImageSafe`` (``LoadImageSafe`` itself,
-    ``FastRandomResizedCrop``) reads shard members unchanged. Pickling (data-loader workers
-    sending ``img_path`` back in the metainfo) drops the bytes and keeps the plain string.
-    """
-
-    def __new__(cls, path: str, data: Optional[bytes] = None):
-        obj = super().__new__(cls, path)
-        obj.data = data
-        return obj
-
-    def __reduce__(self):
-        return str, (str(self), )
-
-
 def tar_members(path: str, extensions: Sequence[str] = IMG_EXTENSIONS) -> List[list]:
     """``[[name, offset, size], ...]`` of the regular-file members of a tar whose names end
     with one of ``extensions`` (case-insensitive), in archive order; ``offset`` is where the
@@ -88,9 +70,8 @@ class WebDatasetShards(BaseDataset):
     in index order (the writer keeps the sorted order of the source folder, so a shard data set
     and an ``ImageFolder`` of the same images have the same sample ids). Each data info holds
     ``img_path`` (``'<data_root>/shard-000000.tar#relative/name.jpg'``); the pipeline receives
-    the member's bytes as ``img_bytes`` (and through ``img_path``, see
-    :class:`ShardMemberPath`), so ``LoadImageSafe`` and ``FastRandomResizedCrop`` decode them as
-    they decode files, and skip and count a corrupt or truncated member as a corrupt file.
+    the member's bytes as ``img_bytes``, which ``LoadImageSafe`` and ``FastRandomResizedCrop``
+    decode as they decode files, and skip and count a corrupt or truncated member as a corrupt file.
 
     Local paths only: the members are read with ``os.pread`` at the offsets of the index
     (mmengine's file backends have no general byte-range ``get``).
@@ -218,7 +199,6 @@ class WebDatasetShards(BaseDataset):
             data = None
         if data is not None:
             info['img_bytes'] = data
-            info['img_path'] = ShardMemberPath(info['img_path'], data)
         return self.pipeline(info)
 
     def __getitem__(self, idx: int) -> dict:

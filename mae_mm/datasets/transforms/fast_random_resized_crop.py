@@ -96,9 +96,11 @@ class FastRandomResizedCrop(RandomResizedCrop):
         self.loader = LoadImageSafe(on_error=on_error, check_truncated=check_truncated,
                                     backend_args=backend_args)
 
-    def _read(self, filename: str) -> bytes:
+    def _read(self, filename: str, data: Optional[bytes] = None) -> bytes:
+        """``data`` (a shard member's bytes) or the file's bytes, checked for truncation."""
         try:
-            data = self.loader._read_bytes(filename)
+            if data is None:
+                data = self.loader._read_bytes(filename)
         except Exception as err:  # backends raise various types for missing/unreadable files
             raise OSError(f'cannot read image file {filename!r}: {type(err).__name__}') from None
         if self.loader.check_truncated and jpeg_is_truncated(data):
@@ -129,9 +131,10 @@ class FastRandomResizedCrop(RandomResizedCrop):
         left, top, right, bottom = box
         return self._resize(img[top:bottom, left:right])
 
-    def _load_crop(self, filename: str) -> Tuple[np.ndarray, Tuple[int, int]]:
-        """Crop of the file at ``filename`` (BGR) and the image's (h, w)."""
-        data = self._read(filename)
+    def _load_crop(self, filename: str,
+                   data: Optional[bytes] = None) -> Tuple[np.ndarray, Tuple[int, int]]:
+        """Crop of the image (BGR) in ``data``, else in the file at ``filename``, and its (h, w)."""
+        data = self._read(filename, data)
         try:
             if self._region_path_allowed(data):
                 width, height, components = crop_decode.jpeg_info(data)
@@ -154,14 +157,15 @@ class FastRandomResizedCrop(RandomResizedCrop):
         return self._crop_array(img), img.shape[:2]
 
     def transform(self, results: dict) -> Optional[dict]:
-        """Crop ``results['img']`` if decoded, else load ``results['img_path']`` and crop."""
+        """Crop ``results['img']`` if decoded, else decode ``results['img_bytes']`` (a shard
+        member's bytes, removed from ``results``) or load ``results['img_path']``, and crop."""
         if 'img' in results:
             results['img'] = self._crop_array(results['img'])
             results['img_shape'] = results['img'].shape[:2]
             return results
         filename = results['img_path']
         try:
-            img, ori_shape = self._load_crop(filename)
+            img, ori_shape = self._load_crop(filename, results.pop('img_bytes', None))
         except OSError as err:
             if self.loader.on_error == 'raise':
                 raise OSError(f"{err}: replace or remove the file, or use "

@@ -84,9 +84,6 @@ class LoadImageSafe(LoadImageFromFile):
                 pass
 
     def _read_bytes(self, filename: str) -> bytes:
-        data = getattr(filename, 'data', None)  # a shard member's bytes (ShardMemberPath)
-        if data is not None:
-            return data
         if self.file_client_args is not None:
             client = fileio.FileClient.infer_client(self.file_client_args, filename)
             return client.get(filename)
