@@ -73,6 +73,23 @@ static PyObject *jpeg_info(PyObject *self, PyObject *args) {
 
 #define EDGE_COLUMNS 2
 
+/* Decode the region's rows (skipping the first `top`) into dst, `width` pixels from column
+ * `skip_columns` of each decoded row. Runs without the GIL, so no Python C API: a libjpeg error
+ * returns 1 (message in err->message) to the caller, which reports it once it holds the GIL
+ * again. Only `y` changes between setjmp and a longjmp, and it is not read afterwards. */
+static int read_region_rows(struct jpeg_decompress_struct *cinfo, ErrorManager *err,
+                            JSAMPLE *row, unsigned char *dst, int top, int width, int height,
+                            size_t skip_columns) {
+    if (setjmp(err->escape)) return 1;
+    if (top > 0) jpeg_skip_scanlines(cinfo, (JDIMENSION)top);
+    for (int y = 0; y < height; y++) {
+        JSAMPROW rows[1] = {row};
+        jpeg_read_scanlines(cinfo, rows, 1);
+        memcpy(dst + (size_t)y * width * 3, row + skip_columns * 3, (size_t)width * 3);
+    }
+    return 0;
+}
+
 static PyObject *decode_region(PyObject *self, PyObject *args) {
     Py_buffer data;
     int left, top, width, height, scale_denom = 1;
@@ -85,12 +102,13 @@ static PyObject *decode_region(PyObject *self, PyObject *args) {
     }
     struct jpeg_decompress_struct cinfo;
     ErrorManager err;
-    PyObject *out = NULL;
-    JSAMPLE *row = NULL;
+    /* Assigned after setjmp and read after a longjmp back to it: volatile (C11 7.13.2.1). */
+    PyObject *volatile out = NULL;
+    JSAMPLE *volatile row = NULL;
     cinfo.err = jpeg_std_error(&err.pub);
     err.pub.error_exit = error_exit;
     err.pub.emit_message = emit_message;
-    if (setjmp(err.escape)) {
+    if (setjmp(err.escape)) {  /* an error while the GIL is held (header, start, set-up) */
         jpeg_destroy_decompress(&cinfo);
         PyBuffer_Release(&data);
         free(row);
@@ -141,14 +159,20 @@ static PyObject *decode_region(PyObject *self, PyObject *args) {
         return PyErr_NoMemory();
     }
     unsigned char *dst = (unsigned char *)PyByteArray_AS_STRING(out);
+    int failed;
     Py_BEGIN_ALLOW_THREADS
-    if (top > 0) jpeg_skip_scanlines(&cinfo, (JDIMENSION)top);
-    for (int y = 0; y < height; y++) {
-        JSAMPROW rows[1] = {row};
-        jpeg_read_scanlines(&cinfo, rows, 1);
-        memcpy(dst + (size_t)y * width * 3, row + skip_columns * 3, (size_t)width * 3);
-    }
+    failed = read_region_rows(&cinfo, &err, row, dst, top, width, height, skip_columns);
     Py_END_ALLOW_THREADS
+    /* err.escape now names read_region_rows's finished frame; nothing below can call
+     * error_exit (jpeg_abort/destroy_decompress only free memory). */
+    if (failed) {
+        jpeg_destroy_decompress(&cinfo);
+        PyBuffer_Release(&data);
+        free(row);
+        Py_DECREF(out);
+        PyErr_Format(PyExc_ValueError, "not a decodable JPEG: %s", err.message);
+        return NULL;
+    }
     /* The rows below the region are not needed: abort instead of finishing. */
     jpeg_abort_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
