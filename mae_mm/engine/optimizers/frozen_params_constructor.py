@@ -1,7 +1,6 @@
 """Frozen parameters reported in one grouped log line instead of one line per parameter."""
-import copy
+import logging
 import re
-from collections import OrderedDict
 from typing import List, Optional, Sequence, Tuple
 
 import torch.nn as nn
@@ -78,6 +77,14 @@ def log_frozen_parameters(module: nn.Module) -> int:
     return count
 
 
+class _DropPerParameterFrozenWarnings(logging.Filter):
+    """Drops mmengine's ``... is skipped since its requires_grad=False`` lines (only while
+    :class:`FrozenAwareOptimWrapperConstructor` builds the parameter groups)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return 'since its requires_grad=False' not in record.getMessage()
+
+
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class FrozenAwareOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """mmengine's ``DefaultOptimWrapperConstructor`` (same parameter groups, same
@@ -86,11 +93,8 @@ class FrozenAwareOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     warning per parameter (``... is skipped since its requires_grad=False``: 78 lines for the
     toy linear probe's frozen ViT, hundreds for ViT-L).
 
-    A module whose parameters are all frozen is left out whole (mmengine would log each of its
-    parameters and add none of them). A module that holds frozen *and* trainable parameters of
-    its own (e.g. a ViT's fixed sin-cos ``pos_embed`` next to its ``cls_token``) is handed to
-    mmengine as a shallow copy without the frozen ones: same class (norm / depth-wise rules),
-    same parameter objects, same children; the model itself is not touched. Without
+    mmengine builds the groups as always; while it does, a filter on the current logger drops
+    its per-parameter lines (and nothing else), and is removed afterwards. Without
     ``paramwise_cfg`` mmengine gives the optimizer ``model.parameters()`` (frozen ones
     included, unused) and logs nothing; this constructor does the same.
 
@@ -101,20 +105,14 @@ class FrozenAwareOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     def add_params(self, params: List[dict], module: nn.Module, prefix: str = '',
                    is_dcn_module: Optional[bool] = None) -> None:
         """Add the trainable parameters of ``module`` as mmengine does; log frozen ones once."""
-        if not prefix:  # the model itself: mmengine's recursion calls back with a prefix
-            log_frozen_parameters(module)
-        if not any(param.requires_grad for param in module.parameters()):
-            return  # all frozen: mmengine would add nothing and log every parameter
-        if any(not param.requires_grad for param in module.parameters(recurse=False)):
-            module = _without_frozen_own_parameters(module)
-        super().add_params(params, module, prefix=prefix, is_dcn_module=is_dcn_module)
-
-
-def _without_frozen_own_parameters(module: nn.Module) -> nn.Module:
-    """A shallow copy of ``module`` whose own parameter table leaves out frozen parameters;
-    children, buffers and the trainable parameter objects are shared, ``module`` is unchanged."""
-    view = copy.copy(module)
-    view.__dict__['_parameters'] = OrderedDict(
-        (name, param) for name, param in module._parameters.items()
-        if param is None or param.requires_grad)
-    return view
+        if prefix:  # mmengine's recursion into a child: already inside the filtered call
+            return super().add_params(params, module, prefix=prefix,
+                                      is_dcn_module=is_dcn_module)
+        log_frozen_parameters(module)
+        logger = MMLogger.get_current_instance()
+        quiet = _DropPerParameterFrozenWarnings()
+        logger.addFilter(quiet)
+        try:
+            super().add_params(params, module, prefix=prefix, is_dcn_module=is_dcn_module)
+        finally:
+            logger.removeFilter(quiet)
