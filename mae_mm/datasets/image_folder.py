@@ -2,7 +2,9 @@
 import os
 import os.path as osp
 from typing import List, Optional, Sequence, Union
+from urllib.parse import quote
 
+import mmengine.fileio as fileio
 import numpy as np
 from mmengine.dataset import BaseDataset
 from mmengine.logging import MMLogger
@@ -21,6 +23,11 @@ def _normalize_extensions(extensions: Union[str, Sequence[str]]) -> tuple:
         raise ValueError(f'extensions={extensions!r} is empty: give image suffixes such as '
                          f"('.jpg', '.png')")
     return exts
+
+
+def _is_uri(path: str) -> bool:
+    """``http://``, ``s3://``, ... (mmengine's rule for a backend prefix)."""
+    return '://' in path
 
 
 def scan_images(folder: str, extensions: Sequence[str]) -> List[str]:
@@ -57,6 +64,11 @@ class ImageFolder(BaseDataset):
       ids their positions; ``metainfo['classes']`` holds them.
     - ``ann_file`` (optional): one ``relative/path.jpg [label]`` per line, paths relative to
       ``data_root/data_prefix`` (ImageNet's ``meta/train.txt``); replaces the folder scan.
+    - Key-value and remote sources (``ann_file`` required, nothing to scan): with
+      ``data_root=''`` (and ``data_prefix=''``) each ``img_path`` is the listed path itself,
+      the key of an LMDB read with ``backend_args=dict(backend='lmdb', db_path=...)`` in the
+      loading transform; with a URL ``data_root`` (``http://``, ``s3://``, ...) it is
+      ``data_root/<listed path>`` (URL-quoted for http), and ``ann_file`` may be a URL too.
 
     Each data info holds ``img_path`` and, when labelled, ``gt_label`` (int). Configuration
     mistakes (missing folder, no images, no class folders) raise a one-line error naming the
@@ -99,14 +111,25 @@ class ImageFolder(BaseDataset):
         self.with_label = with_label
         self.extensions = _normalize_extensions(extensions)
         self._field = 'val_dataloader.dataset' if test_mode else 'train_dataloader.dataset'
+        if data_root and _is_uri(data_root):  # mmengine cannot join paths to an http:// root
+            data_prefix = data_root.rstrip('/') + ('/' + data_prefix if data_prefix else '')
+            if ann_file and not (_is_uri(ann_file) or osp.isabs(ann_file)):
+                ann_file = data_root.rstrip('/') + '/' + ann_file
+            data_root = ''
         # Cheap checks first, so that a wrong path fails at once even with lazy_init=True.
         img_dir = data_prefix if osp.isabs(data_prefix) else osp.join(data_root or '', data_prefix)
-        if not osp.isdir(img_dir):
+        keys_only = img_dir == '' or _is_uri(img_dir)  # LMDB keys or URLs: nothing to scan
+        if keys_only and not ann_file:
+            raise FileNotFoundError(
+                f'data root {img_dir!r} is not a local folder and no ann_file lists the images: '
+                f'set {self._field}.ann_file to a file of relative paths (images_to_lmdb.py '
+                f'writes one), or data_root to a folder of images')
+        if not keys_only and not osp.isdir(img_dir):
             what = 'is not a folder' if osp.exists(img_dir) else 'does not exist'
             raise FileNotFoundError(
                 f'data root {img_dir!r} {what}: set {self._field}.data_root (and '
                 f'data_prefix) to a folder of images')
-        if ann_file:
+        if ann_file and not _is_uri(ann_file):
             path = ann_file if osp.isabs(ann_file) else osp.join(data_root or '', ann_file)
             if not osp.isfile(path):
                 raise FileNotFoundError(
@@ -119,8 +142,20 @@ class ImageFolder(BaseDataset):
 
     @property
     def img_prefix(self) -> str:
-        """The folder holding the images: ``data_root/data_prefix``."""
-        return osp.normpath(self.data_prefix['img_path'])
+        """The folder holding the images: ``data_root/data_prefix`` ('' for LMDB keys; a URL)."""
+        prefix = self.data_prefix['img_path']
+        if not prefix or _is_uri(prefix):
+            return prefix.rstrip('/')
+        return osp.normpath(prefix)
+
+    def _listed_path(self, path: str) -> str:
+        """``img_path`` of a path listed in ``ann_file``."""
+        prefix = self.img_prefix
+        if not prefix:
+            return path
+        if _is_uri(prefix):
+            return f'{prefix}/{quote(path) if prefix.startswith("http") else path}'
+        return osp.join(prefix, path)
 
     def load_data_list(self) -> List[dict]:
         """Scan the folder (or read ``ann_file``) into ``[dict(img_path, [gt_label])]``."""
@@ -169,21 +204,27 @@ class ImageFolder(BaseDataset):
     def _load_ann_file(self) -> List[dict]:
         """Read ``relative/path [label]`` lines; blank lines and ``#`` comments are ignored."""
         data_list = []
-        with open(self.ann_file, encoding='utf-8') as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.strip()
-                if not line or line.startswith('#'):
-                    continue
-                path, _, label = line.rpartition(' ') if self.with_label else (line, '', '')
-                if self.with_label and not label.lstrip('-').isdigit():
-                    raise ValueError(
-                        f'{self.ann_file}:{lineno}: expected "relative/path label" with an '
-                        f'integer label, got {line!r}: fix the file or set '
-                        f'{self._field}.with_label=False')
-                info = dict(img_path=osp.join(self.img_prefix, path.strip()))
-                if self.with_label:
-                    info['gt_label'] = int(label)
-                data_list.append(info)
+        try:
+            lines = fileio.get_text(self.ann_file, encoding='utf-8').splitlines()
+        except Exception as err:  # backends raise various types (URLError, HTTPError, ...)
+            raise FileNotFoundError(
+                f'cannot read annotation file {self.ann_file!r}: {type(err).__name__}: '
+                f'{str(err).splitlines()[0] if str(err) else ""}: fix {self._field}.ann_file'
+            ) from None
+        for lineno, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line or line.startswith('#'):
+                continue
+            path, _, label = line.rpartition(' ') if self.with_label else (line, '', '')
+            if self.with_label and not label.lstrip('-').isdigit():
+                raise ValueError(
+                    f'{self.ann_file}:{lineno}: expected "relative/path label" with an '
+                    f'integer label, got {line!r}: fix the file or set '
+                    f'{self._field}.with_label=False')
+            info = dict(img_path=self._listed_path(path.strip()))
+            if self.with_label:
+                info['gt_label'] = int(label)
+            data_list.append(info)
         if not data_list:
             raise ValueError(f'annotation file {self.ann_file!r} lists no images: fill it or '
                              f"set {self._field}.ann_file='' to scan the folder")
