@@ -218,11 +218,6 @@ def test_missing_url_is_skipped_and_counted_or_raises_one_line(server, tmp_path,
         dead[0]
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-    "mmengine's LmdbBackend.get returns None for a missing key and LoadImageSafe._read_bytes "
-    "(mae_mm/datasets/transforms/loading.py) passes it on: jpeg_is_truncated(None) raises "
-    "AttributeError; fix: raise FileNotFoundError(f'no key {filename!r}') there when get "
-    "returns None"))
 def test_missing_lmdb_key_is_skipped_and_counted_or_raises_one_line(db, tmp_path, mmengine_logs):
     keys = tmp_path / 'keys.txt'
     keys.write_text('img_002.jpg\nno_such.jpg\n')

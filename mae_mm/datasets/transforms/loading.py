@@ -86,8 +86,12 @@ class LoadImageSafe(LoadImageFromFile):
     def _read_bytes(self, filename: str) -> bytes:
         if self.file_client_args is not None:
             client = fileio.FileClient.infer_client(self.file_client_args, filename)
-            return client.get(filename)
-        return fileio.get(filename, backend_args=self.backend_args)
+            data = client.get(filename)
+        else:
+            data = fileio.get(filename, backend_args=self.backend_args)
+        if data is None:  # mmengine's LmdbBackend returns None for a key it does not hold
+            raise FileNotFoundError(f'no image under the key {filename!r} in the database')
+        return data
 
     def _decode(self, filename: str, img_bytes: Optional[bytes] = None) -> np.ndarray:
         """Decode ``img_bytes``, read from ``filename`` when None; any failure raises
