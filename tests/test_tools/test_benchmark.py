@@ -105,8 +105,13 @@ def test_loss_check_smoke(benchmark):
 
 def test_pipeline_smoke(benchmark, photo_folder):
     result = benchmark.main(['--pipeline', '--smoke', '--data-dir', photo_folder])
-    assert set(result['img_per_s']) == {'mmpretrain', 'mae_mm'}
+    # mmpretrain's pipeline on the folder, mae-mm's on the folder (region decoder on and off),
+    # on shards and on LMDB: the same images from every source
+    assert set(result['img_per_s']) == {
+        'mmpretrain folder', 'mae_mm folder', 'mae_mm folder, region decode off',
+        'mae_mm shards', 'mae_mm lmdb'}
     assert result['num_images'] == 8 and all(v > 0 for v in result['img_per_cpu_s'].values())
+    assert result['speedup_cpu']['mmpretrain folder'] == 1.0
 
 
 def test_performance_table_smoke(tmp_path):

@@ -1,6 +1,8 @@
 """Data-pipeline mode of ``benchmark.py``: images/s of one worker (a single process), for
 mmpretrain's MAE pretraining pipeline and mae-mm's (``FastRandomResizedCrop``, as configured in
-``configs/_base_/datasets/imagenet_mae.py``).
+``configs/_base_/datasets/imagenet_mae.py``) reading the same images from each source: the
+folder, the folder with the JPEG region decoder off (``region_decode=False``: full decode, then
+crop), WebDataset shards (``WebDatasetShards``) and an LMDB database (mmengine's LMDB backend).
 
 Each pipeline decodes, crops (RandomResizedCrop 224, area 0.2-1, bicubic, Pillow), flips and
 packs, then the batch-side normalisation (BGR->RGB, mean/std) is applied to every image, so all
@@ -13,7 +15,7 @@ import os.path as osp
 import statistics
 import tempfile
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -26,6 +28,7 @@ DATASET_CONFIG = osp.join(REPO_ROOT, 'configs', '_base_', 'datasets', 'imagenet_
 CROP = dict(scale=224, crop_ratio_range=(0.2, 1.0), interpolation='bicubic')
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
 STD = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
+REFERENCE = 'mmpretrain folder'  # the ratios are to this reader's rate
 
 
 def write_jpeg_folder(root: str, num_images: int, size=(500, 375), quality: int = 90) -> str:
@@ -50,20 +53,73 @@ def write_jpeg_folder(root: str, num_images: int, size=(500, 375), quality: int 
     return root
 
 
-def build_pipelines() -> Dict[str, Compose]:
-    """mmpretrain's MAE pretraining pipeline and mae-mm's (its pretraining config's), each
-    ending with PackInputs."""
+def _mae_mm_pipeline(**first_transform) -> Compose:
+    """mae-mm's pretraining pipeline (its config's), the first transform's settings updated."""
+    steps = Config.fromfile(DATASET_CONFIG).train_pipeline
+    steps[0].update(first_transform)
+    with DefaultScope.overwrite_default_scope('mae_mm'):
+        return Compose(steps)
+
+
+def write_shards(files: List[str], root: str) -> str:
+    """The files as members of one WebDataset shard in ``root``, indexed; returns ``root``."""
+    import tarfile
+    from mae_mm.datasets.webdataset_shards import INDEX_NAME, index_shards
+    os.makedirs(root, exist_ok=True)
+    shard = osp.join(root, 'shard-000000.tar')
+    with tarfile.open(shard, 'w') as tar:
+        for i, path in enumerate(files):
+            tar.add(path, arcname=f'{i:06d}.jpg')
+    index_shards([shard], osp.join(root, INDEX_NAME))
+    return root
+
+
+def write_lmdb(files: List[str], root: str) -> List[str]:
+    """The files' bytes in an LMDB database at ``root``; returns the keys in file order."""
+    import lmdb
+    keys = [f'{i:06d}.jpg' for i in range(len(files))]
+    size = sum(osp.getsize(f) for f in files)
+    env = lmdb.open(root, map_size=max(size * 2, 1 << 24))
+    with env.begin(write=True) as txn:
+        for key, path in zip(keys, files):
+            with open(path, 'rb') as f:
+                txn.put(key.encode('ascii'), f.read())
+    env.close()
+    return keys
+
+
+def build_readers(files: List[str], work_dir: str) -> Dict[str, Callable[[int], dict]]:
+    """What a data-loader worker does for sample ``i`` (read + decode + crop + flip + pack),
+    for mmpretrain's pipeline on the folder and mae-mm's on each source of the same images."""
     import mmpretrain.datasets  # noqa: F401  (registers mmpretrain's transforms)
-    import mae_mm.datasets  # noqa: F401
+    from mae_mm.datasets import WebDatasetShards  # (registers mae-mm's transforms)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         reference = Compose([
             dict(type='LoadImageFromFile'),
             dict(type='RandomResizedCrop', backend='pillow', **CROP),
             dict(type='RandomFlip', prob=0.5),
             dict(type='PackInputs')])
+    folder = _mae_mm_pipeline()
+    full_decode = _mae_mm_pipeline(region_decode=False)
+    readers = {
+        'mmpretrain folder': lambda i: reference(dict(img_path=files[i], sample_idx=i)),
+        'mae_mm folder': lambda i: folder(dict(img_path=files[i], sample_idx=i)),
+        'mae_mm folder, region decode off':
+            lambda i: full_decode(dict(img_path=files[i], sample_idx=i)),
+    }
     with DefaultScope.overwrite_default_scope('mae_mm'):
-        configured = Compose(Config.fromfile(DATASET_CONFIG).train_pipeline)
-    return {'mmpretrain': reference, 'mae_mm': configured}
+        shards = WebDatasetShards(
+            data_root=write_shards(files, osp.join(work_dir, 'shards')),
+            pipeline=Config.fromfile(DATASET_CONFIG).train_pipeline)
+    readers['mae_mm shards'] = shards.prepare_data
+    try:
+        db = osp.join(work_dir, 'lmdb')
+        keys = write_lmdb(files, db)
+    except ImportError:  # lmdb is an optional requirement
+        return readers
+    from_lmdb = _mae_mm_pipeline(backend_args=dict(backend='lmdb', db_path=db))
+    readers['mae_mm lmdb'] = lambda i: from_lmdb(dict(img_path=keys[i], sample_idx=i))
+    return readers
 
 
 def normalize(packed: dict) -> torch.Tensor:
@@ -71,15 +127,15 @@ def normalize(packed: dict) -> torch.Tensor:
     return (packed['inputs'].flip(0).float() - MEAN) / STD
 
 
-def time_pipeline(pipeline: Compose, files: List[str]) -> Tuple[float, float]:
-    """Images per second of ``pipeline`` + normalisation over ``files``: per wall-clock second
-    and per CPU second of this process (the rate of a worker that has a core to itself, which
-    other jobs on a shared machine do not disturb)."""
+def time_reader(reader: Callable[[int], dict], num_images: int) -> Tuple[float, float]:
+    """Images per second of ``reader`` + normalisation over samples ``0 .. num_images - 1``:
+    per wall-clock second and per CPU second of this process (the rate of a worker that has a
+    core to itself, which other jobs on a shared machine do not disturb)."""
     start, start_cpu = time.perf_counter(), time.process_time()
-    for i, path in enumerate(files):
-        normalize(pipeline(dict(img_path=path, sample_idx=i)))
+    for i in range(num_images):
+        normalize(reader(i))
     wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
-    return len(files) / wall, len(files) / cpu
+    return num_images / wall, num_images / cpu
 
 
 def benchmark_pipelines(data_dir: Optional[str], num_images: int, rounds: int = 5,
@@ -96,17 +152,18 @@ def benchmark_pipelines(data_dir: Optional[str], num_images: int, rounds: int = 
         raise SystemExit(f'--data-dir {data_dir} holds no .jpg/.jpeg/.JPEG file')
     files = (files * (num_images // len(files) + 1))[:num_images]
     rounds = 1 if smoke else rounds
-    pipelines = build_pipelines()
-    for pipeline in pipelines.values():  # warm-up: imports, caches
-        time_pipeline(pipeline, files[:5])
-    wall = {name: [] for name in pipelines}
-    cpu = {name: [] for name in pipelines}
-    for r in range(rounds):
-        names = list(pipelines) if r % 2 == 0 else list(pipelines)[::-1]
-        for name in names:
-            rate, cpu_rate = time_pipeline(pipelines[name], files)
-            wall[name].append(rate)
-            cpu[name].append(cpu_rate)
+    with tempfile.TemporaryDirectory(prefix='mae_mm_sources_') as work_dir:
+        readers = build_readers(files, work_dir)
+        for reader in readers.values():  # warm-up: imports, caches
+            time_reader(reader, 5)
+        wall = {name: [] for name in readers}
+        cpu = {name: [] for name in readers}
+        for r in range(rounds):
+            names = list(readers) if r % 2 == 0 else list(readers)[::-1]
+            for name in names:
+                rate, cpu_rate = time_reader(readers[name], len(files))
+                wall[name].append(rate)
+                cpu[name].append(cpu_rate)
     if tmp is not None:
         tmp.cleanup()
     medians = {name: statistics.median(values) for name, values in wall.items()}
@@ -115,15 +172,15 @@ def benchmark_pipelines(data_dir: Optional[str], num_images: int, rounds: int = 
     return dict(mode='pipeline', data_dir=data_dir if tmp is None else generated,
                 num_images=len(files), rounds=rounds, img_per_s=medians,
                 img_per_cpu_s=cpu_medians, all_rates=wall, all_cpu_rates=cpu,
-                speedup={name: medians[name] / medians['mmpretrain'] for name in medians},
-                speedup_cpu={name: cpu_medians[name] / cpu_medians['mmpretrain']
+                speedup={name: medians[name] / medians[REFERENCE] for name in medians},
+                speedup_cpu={name: cpu_medians[name] / cpu_medians[REFERENCE]
                              for name in cpu_medians})
 
 
 def print_pipelines(result: dict) -> None:
     print(f"data pipeline, one process, {result['num_images']} images of "
           f"{result['data_dir']}, median of {result['rounds']} alternating rounds")
-    print(f"{'':15s}{'img/s':>9s}{'ratio':>7s}{'img/CPU-s':>11s}{'ratio':>7s}")
+    print(f"{'':34s}{'img/s':>9s}{'ratio':>7s}{'img/CPU-s':>11s}{'ratio':>7s}")
     for name, rate in result['img_per_s'].items():
-        print(f"{name:15s}{rate:9.1f}{result['speedup'][name]:6.2f}x"
+        print(f"{name:34s}{rate:9.1f}{result['speedup'][name]:6.2f}x"
               f"{result['img_per_cpu_s'][name]:11.1f}{result['speedup_cpu'][name]:6.2f}x")
