@@ -52,8 +52,37 @@ def scan_images(folder: str, extensions: Sequence[str]) -> List[str]:
     return sorted(found)
 
 
+class RefetchNamingFailures:
+    """:meth:`BaseDataset.__getitem__` with errors that name the failing sample and the fix.
+
+    For a ``BaseDataset`` subclass with ``_field`` (its config field) and the two methods
+    ``unreadable_sample_fix`` and ``unreadable_samples_hint``.
+    """
+
+    def __getitem__(self, idx: int) -> dict:
+        if not self._fully_initialized:
+            self.full_init()
+        if self.test_mode:
+            data = self.prepare_data(idx)
+            if data is None:
+                raise RuntimeError(
+                    f'the test pipeline returned None for {self.get_data_info(idx)["img_path"]!r} '
+                    f'(unreadable image?): evaluation cannot skip samples; '
+                    f'{self.unreadable_sample_fix()}')
+            return data
+        first = idx
+        for _ in range(self.max_refetch + 1):
+            data = self.prepare_data(idx)
+            if data is not None:
+                return data
+            idx = self._rand_another()
+        raise RuntimeError(
+            f'the pipeline returned None for sample {first} and {self.max_refetch} random others '
+            f'({self.unreadable_samples_hint()}, or raise {self._field}.max_refetch')
+
+
 @DATASETS.register_module()
-class ImageFolder(BaseDataset):
+class ImageFolder(RefetchNamingFailures, BaseDataset):
     """Images in a folder, for MAE pre-training (no labels) or classification (labels).
 
     Layouts:
@@ -246,25 +275,11 @@ class ImageFolder(BaseDataset):
         return np.array([self.get_data_info(i)['gt_label'] for i in range(len(self))],
                         dtype=np.int64)
 
-    def __getitem__(self, idx: int) -> dict:
-        """As :meth:`BaseDataset.__getitem__`, with errors that name the failing image."""
-        if not self._fully_initialized:
-            self.full_init()
-        if self.test_mode:
-            data = self.prepare_data(idx)
-            if data is None:
-                raise RuntimeError(
-                    f'the test pipeline returned None for {self.get_data_info(idx)["img_path"]!r} '
-                    f'(unreadable image?): evaluation cannot skip samples; replace or remove the '
-                    f'file')
-            return data
-        first = idx
-        for _ in range(self.max_refetch + 1):
-            data = self.prepare_data(idx)
-            if data is not None:
-                return data
-            idx = self._rand_another()
-        raise RuntimeError(
-            f'the pipeline returned None for sample {first} and {self.max_refetch} random others '
-            f'(are the images under {self.img_prefix!r} unreadable?): check the files and the '
-            f'pipeline, or raise {self._field}.max_refetch')
+    def unreadable_sample_fix(self) -> str:
+        """What to do about a sample the test pipeline cannot read."""
+        return 'replace or remove the file'
+
+    def unreadable_samples_hint(self) -> str:
+        """Where unreadable samples come from and what to check, for the refetch error."""
+        return (f'are the images under {self.img_prefix!r} unreadable?): check the files and '
+                'the pipeline')

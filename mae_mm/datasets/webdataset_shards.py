@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence, Union
 from mmengine.dataset import BaseDataset
 
 from mae_mm.registry import DATASETS
-from .image_folder import IMG_EXTENSIONS, _normalize_extensions
+from .image_folder import IMG_EXTENSIONS, RefetchNamingFailures, _normalize_extensions
 
 INDEX_KIND = 'wids-shard-index-v1'
 INDEX_NAME = 'index.json'
@@ -62,7 +62,7 @@ def index_shards(shard_paths: Sequence[str], index_path: str,
 
 
 @DATASETS.register_module()
-class WebDatasetShards(BaseDataset):
+class WebDatasetShards(RefetchNamingFailures, BaseDataset):
     """Unlabelled images in WebDataset ``.tar`` shards, for MAE pre-training.
 
     ``data_root`` is the folder written by ``tools/dataset_converters/images_to_shards.py``:
@@ -201,25 +201,9 @@ class WebDatasetShards(BaseDataset):
             info['img_bytes'] = data
         return self.pipeline(info)
 
-    def __getitem__(self, idx: int) -> dict:
-        """As :meth:`BaseDataset.__getitem__`, with errors that name the failing member."""
-        if not self._fully_initialized:
-            self.full_init()
-        if self.test_mode:
-            data = self.prepare_data(idx)
-            if data is None:
-                raise RuntimeError(
-                    f'the test pipeline returned None for {self.get_data_info(idx)["img_path"]!r} '
-                    f'(unreadable image?): evaluation cannot skip samples; rewrite the shard '
-                    f'without it')
-            return data
-        first = idx
-        for _ in range(self.max_refetch + 1):
-            data = self.prepare_data(idx)
-            if data is not None:
-                return data
-            idx = self._rand_another()
-        raise RuntimeError(
-            f'the pipeline returned None for sample {first} and {self.max_refetch} random others '
-            f'(are the shards indexed by {self.ann_file!r} unreadable?): check them with '
-            f'{WRITER} --verify, or raise {self._field}.max_refetch')
+    def unreadable_sample_fix(self) -> str:
+        return 'rewrite the shard without it'
+
+    def unreadable_samples_hint(self) -> str:
+        return (f'are the shards indexed by {self.ann_file!r} unreadable?): check them with '
+                f'{WRITER} --verify')
