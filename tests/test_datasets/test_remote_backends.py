@@ -34,17 +34,6 @@ DOC = osp.join(REPO_ROOT, 'docs', 'pretrain_custom_data.md')
 
 
 @pytest.fixture(scope='module')
-def nested_photos(photo_folder, tmp_path_factory):
-    """The 64 real photo crops in an ImageNet-like layout (two class folders, one nested)."""
-    root = tmp_path_factory.mktemp('nested')
-    for i, name in enumerate(sorted(os.listdir(photo_folder))):
-        sub = ['n01/', 'n02/deeper/', ''][i % 3]
-        os.makedirs(root / sub, exist_ok=True)
-        shutil.copy2(osp.join(photo_folder, name), root / sub / name)
-    return str(root)
-
-
-@pytest.fixture(scope='module')
 def db(nested_photos, tmp_path_factory):
     dst = str(tmp_path_factory.mktemp('lmdb') / 'photos.lmdb')
     assert images_to_lmdb.main([nested_photos, dst]) == 0

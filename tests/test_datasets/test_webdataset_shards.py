@@ -37,17 +37,6 @@ def write(src, dst, *options):
 
 
 @pytest.fixture(scope='module')
-def nested_photos(photo_folder, tmp_path_factory):
-    """The 64 real photo crops in an ImageNet-like layout (two class folders, one nested)."""
-    root = tmp_path_factory.mktemp('nested')
-    for i, name in enumerate(sorted(os.listdir(photo_folder))):
-        sub = ['n01/', 'n02/deeper/', ''][i % 3]
-        os.makedirs(root / sub, exist_ok=True)
-        shutil.copy2(osp.join(photo_folder, name), root / sub / name)
-    return str(root)
-
-
-@pytest.fixture(scope='module')
 def shards(nested_photos, tmp_path_factory):
     dst = tmp_path_factory.mktemp('shards') / 'out'
     assert write(nested_photos, dst, '--shard-size', '60KB') == 0
