@@ -1,4 +1,4 @@
-"""The compiled region decoder and bicubic resizer against OpenCV's decoder and Pillow."""
+"""The compiled region decoder against OpenCV's decoder and Pillow's reduced-scale decode."""
 import io
 
 import cv2
@@ -29,7 +29,6 @@ def _opencv(data: bytes) -> np.ndarray:
 def test_extension_is_built():
     """tools/setup_env.sh installs libjpeg headers, so the fast path must be there."""
     assert crop_decode.available()
-    assert crop_decode.pass_order_rule() is not None
 
 
 @pytest.mark.parametrize('variant', ['4:2:0', '4:2:2', '4:4:4', 'progressive', 'grey'])
@@ -77,38 +76,6 @@ def test_reduced_scale_region_equals_libjpeg_scaled_full_decode(photo):
         h, w = full.shape[:2]
         region = crop_decode.decode_region(data, (3, 5, w - 2, h - 1), scale)
         np.testing.assert_array_equal(region, full[5:h - 1, 3:w - 2])
-
-
-def test_resize_is_pillows_bicubic_pixel_for_pixel():
-    """Down, up, one axis only, both pass orders of Pillow, odd sizes; and a float box."""
-    rng = np.random.default_rng(1)
-    for _ in range(120):
-        w, h = int(rng.integers(1, 400)), int(rng.integers(1, 400))
-        out_w, out_h = int(rng.integers(1, 300)), int(rng.integers(1, 300))
-        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        expected = np.asarray(Image.fromarray(img).resize((out_w, out_h), Image.BICUBIC))
-        np.testing.assert_array_equal(crop_decode.resize_bicubic(img, (out_h, out_w)), expected,
-                                      err_msg=f'{(w, h)} -> {(out_w, out_h)}')
-    img = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
-    box = (10.3, 7.25, 250.6, 190.1)
-    expected = np.asarray(Image.fromarray(img).resize((64, 48), Image.BICUBIC, box=box))
-    np.testing.assert_array_equal(crop_decode.resize_bicubic(img, (48, 64), box), expected)
-
-
-def test_resize_falls_back_to_pillow_when_the_order_is_unknown(monkeypatch):
-    """A Pillow whose pass order is neither known rule is used as is."""
-    img = np.random.default_rng(2).integers(0, 256, (90, 70, 3), dtype=np.uint8)
-    monkeypatch.setattr(crop_decode, 'pass_order_rule', lambda: None)
-    calls = []
-    original = Image.Image.resize
-
-    def counting_resize(self, *args, **kwargs):
-        calls.append(args)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Image.Image, 'resize', counting_resize)
-    out = crop_decode.resize_bicubic(img, (30, 20))
-    assert calls and out.shape == (30, 20, 3)
 
 
 def test_dct_scale_is_the_largest_that_keeps_the_output_size():

@@ -5,6 +5,7 @@ from typing import Optional, Tuple
 
 import mmcv
 import numpy as np
+from mmcv.image.geometric import cv2_interp_codes, pillow_interp_codes
 from mmpretrain.datasets.transforms import RandomResizedCrop
 from PIL import Image
 
@@ -13,8 +14,9 @@ from . import crop_decode
 from .loading import LoadImageSafe, jpeg_is_truncated
 
 _EXIF_ORIENTATION = 0x0112
-_PIL_FILTERS = dict(nearest=Image.NEAREST, bilinear=Image.BILINEAR, bicubic=Image.BICUBIC,
-                    area=Image.BOX, lanczos=Image.LANCZOS)
+INTERPOLATIONS = dict(pillow=pillow_interp_codes, cv2=cv2_interp_codes)  # mmcv.imresize's
+# Reduced-scale decoding keeps 2 pixels of filter support around the box: enough for these.
+_DRAFT_INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'area')
 
 
 def jpeg_exif_orientation(data: bytes) -> int:
@@ -36,27 +38,32 @@ def jpeg_exif_orientation(data: bytes) -> int:
 
 @TRANSFORMS.register_module()
 class FastRandomResizedCrop(RandomResizedCrop):
-    """``LoadImageSafe`` + ``mmpretrain.RandomResizedCrop(backend='pillow')`` in one step.
+    """``LoadImageSafe`` + mmpretrain's ``RandomResizedCrop`` in one step, decoding no more of a
+    JPEG than the crop needs.
 
     The crop box is drawn by mmpretrain's own ``rand_crop_params`` (same attempts, scale and
-    ratio ranges, centre-crop fallback, same numpy RNG calls), so the augmentation distribution
-    is the mmpretrain one by construction. What changes is the work around it:
+    ratio ranges, centre-crop fallback, same numpy RNG calls), and the crop is resized by the
+    same ``mmcv.imresize(interpolation, backend)`` call, so with the defaults the output equals
+    ``LoadImageFromFile`` + ``RandomResizedCrop(backend=backend)`` pixel for pixel (tests check
+    it for both backends). What changes is the decoding: only the JPEG header is parsed before
+    the box is drawn, then only the box is decoded (libjpeg-turbo's crop/skip-scanline API:
+    columns outside it are not inverse-transformed, rows below it are not read).
 
-    - only the JPEG header is parsed before the box is drawn;
-    - only the box is decoded (libjpeg-turbo's crop/skip-scanline decoding: columns outside it
-      are not inverse-transformed, rows below it are not read), and it is resized by a
-      compiled, vectorised copy of Pillow's bicubic. Both are pixel-exact: the output equals
-      ``LoadImageFromFile`` + ``RandomResizedCrop(backend='pillow')`` (tests check it);
-    - with ``draft=True``, a crop at least twice the output size in both directions is decoded
-      at a reduced DCT scale (1/2, 1/4, 1/8, as Pillow's ``draft``) and resized from there:
-      close to, not equal to, the full-resolution output (the decoder drops the high
-      frequencies instead of decoding and filtering them away). With 224 px outputs it applies
-      to large photos, never to 500x375 ones.
+    ``backend`` is mmpretrain's: 'pillow' (the default, as mmpretrain's MAE recipe and the
+    official MAE's torchvision/PIL pipeline: antialiased resampling) or 'cv2' (OpenCV, not
+    antialiased when shrinking; about 1.8x faster per worker, pixels close, not equal, to
+    Pillow's: docs/benchmarks.md gives the difference).
 
-    Non-JPEG files, EXIF-rotated JPEGs, CMYK JPEGs, other interpolations, or an install without
-    the compiled extension take the full-decode path (OpenCV decode as ``LoadImageFromFile``,
-    Pillow-exact resize): same pixels, slower. A missing extension is logged once per process,
-    when the first bicubic instance is built, with the package to install.
+    ``draft=True`` (off by default) decodes a crop at least twice the output size in both
+    directions at a reduced DCT scale (1/2, 1/4, 1/8, as Pillow's ``draft``) and resizes from
+    there: close to, not equal to, the full-resolution output (the decoder drops the high
+    frequencies instead of decoding and filtering them away). With 224 px outputs it applies to
+    large photos, never to 500x375 ones.
+
+    Non-JPEG files, EXIF-rotated JPEGs, CMYK JPEGs, or an install without the compiled extension
+    take the full-decode path (OpenCV decode as ``LoadImageFromFile``, then the same crop and
+    resize): same pixels, slower. A missing extension is logged once per process, when the first
+    instance is built, with the package to install.
 
     Output: ``img`` as uint8 BGR (H, W, 3), like ``LoadImageFromFile`` then the crop, plus
     ``img_shape`` and ``ori_shape`` (the file's (h, w)). A result dict that already holds a
@@ -68,9 +75,13 @@ class FastRandomResizedCrop(RandomResizedCrop):
         crop_ratio_range (tuple[float, float]): Crop area / image area range.
         aspect_ratio_range (tuple[float, float]): Crop aspect ratio range.
         max_attempts (int): Draws before the centre-crop fallback.
-        interpolation (str): 'nearest', 'bilinear', 'bicubic', 'area' or 'lanczos'; only
-            'bicubic' (MAE's) takes the region path.
-        draft (bool): Allow reduced-scale JPEG decoding when the crop allows it.
+        interpolation (str): ``mmcv.imresize``'s names for the backend: 'nearest', 'bilinear',
+            'bicubic' (MAE's), 'box', 'lanczos', 'hamming' (pillow); 'nearest', 'bilinear',
+            'bicubic', 'area', 'lanczos' (cv2).
+        backend (str): 'pillow' or 'cv2', the resize library (mmpretrain's argument).
+        draft (bool): Allow reduced-scale JPEG decoding when the crop allows it; needs
+            backend='pillow', and is ignored for 'lanczos' and 'hamming', whose filters reach
+            further than the decoded margin.
         region_decode (bool): Decode only the crop (False: always the full-decode path).
         on_error (str): 'skip' or 'raise', as :class:`LoadImageSafe`.
         check_truncated (bool): Reject JPEGs without an end marker, as :class:`LoadImageSafe`.
@@ -79,18 +90,27 @@ class FastRandomResizedCrop(RandomResizedCrop):
 
     def __init__(self, scale, crop_ratio_range=(0.08, 1.0),
                  aspect_ratio_range=(3. / 4., 4. / 3.), max_attempts: int = 10,
-                 interpolation: str = 'bilinear', draft: bool = True, region_decode: bool = True,
-                 on_error: str = 'skip',
+                 interpolation: str = 'bilinear', backend: str = 'pillow', draft: bool = False,
+                 region_decode: bool = True, on_error: str = 'skip',
                  check_truncated: bool = True, backend_args: Optional[dict] = None) -> None:
-        if interpolation not in _PIL_FILTERS:
+        if backend not in INTERPOLATIONS:
+            raise ValueError(f"FastRandomResizedCrop: backend={backend!r} is not valid: use "
+                             f"'pillow' (mmpretrain's MAE recipe) or 'cv2'")
+        if interpolation not in INTERPOLATIONS[backend]:
             raise ValueError(f'FastRandomResizedCrop: interpolation={interpolation!r} is not '
-                             f'valid: use one of {sorted(_PIL_FILTERS)}')
+                             f'valid with backend={backend!r}: use one of '
+                             f'{sorted(INTERPOLATIONS[backend])}')
+        if draft and backend != 'pillow':
+            raise ValueError("FastRandomResizedCrop: draft=True needs backend='pillow' (the crop "
+                             "box falls between pixels of the reduced-scale decode, and only "
+                             "Pillow resizes a fractional box): set draft=False or "
+                             "backend='pillow'")
         super().__init__(scale, crop_ratio_range=crop_ratio_range,
                          aspect_ratio_range=aspect_ratio_range, max_attempts=max_attempts,
-                         interpolation=interpolation, backend='pillow')
-        self.draft = draft
+                         interpolation=interpolation, backend=backend)
+        self.draft = draft and interpolation in _DRAFT_INTERPOLATIONS
         self.region_decode = region_decode
-        if interpolation == 'bicubic':  # the paths that use the compiled extension
+        if region_decode:  # the path that uses the compiled extension
             crop_decode.warn_if_unavailable()  # once per process, naming the package to install
         # Reading, error reporting and skipping are LoadImageSafe's, not re-implemented here.
         self.loader = LoadImageSafe(on_error=on_error, check_truncated=check_truncated,
@@ -108,19 +128,21 @@ class FastRandomResizedCrop(RandomResizedCrop):
         return data
 
     def _region_path_allowed(self, data: bytes) -> bool:
-        """An upright JPEG, bicubic output, and the extension built. OpenCV rotates by the EXIF
-        orientation: then the header's size is not the decoded image's, and the full-decode
-        path is taken."""
-        return (self.region_decode and self.interpolation == 'bicubic'
-                and crop_decode.available() and data[:2] == b'\xff\xd8'
+        """An upright JPEG and the extension built. OpenCV rotates by the EXIF orientation:
+        then the header's size is not the decoded image's, and the full-decode path is taken."""
+        return (self.region_decode and crop_decode.available() and data[:2] == b'\xff\xd8'
                 and jpeg_exif_orientation(data) == 1)
 
-    def _resize(self, crop: np.ndarray) -> np.ndarray:
-        if self.interpolation == 'bicubic':
-            return crop_decode.resize_bicubic(crop, self.scale)
+    def _resize(self, crop: np.ndarray, sub_box=None) -> np.ndarray:
+        """Resize ``crop`` to the output size with mmpretrain's call (``mmcv.imresize``), so
+        the pixels are its own; or its float ``sub_box``, a reduced-scale decode's, with Pillow."""
         out_h, out_w = self.scale
-        return np.asarray(Image.fromarray(crop).resize((out_w, out_h),
-                                                       _PIL_FILTERS[self.interpolation]))
+        if sub_box is None:
+            return mmcv.imresize(crop, (out_w, out_h), interpolation=self.interpolation,
+                                 backend=self.backend)
+        # Pillow's draft + resize(box=...): the box is in fractional pixels of the reduced scale.
+        return np.asarray(Image.fromarray(crop).resize(
+            (out_w, out_h), pillow_interp_codes[self.interpolation], box=sub_box))
 
     def _crop_array(self, img: np.ndarray, box=None) -> np.ndarray:
         """Crop a decoded array (the box drawn here unless given) and resize it, as mmpretrain:
@@ -144,9 +166,9 @@ class FastRandomResizedCrop(RandomResizedCrop):
                     box = (offset_w, offset_h, offset_w + target_w, offset_h + target_h)
                     scale = (crop_decode.dct_scale((height, width), box, self.scale)
                              if self.draft else 1)
-                    img = crop_decode.decode_crop_resized(data, (height, width), box,
-                                                          self.scale, scale)
-                    return img, (height, width)
+                    pixels, sub_box = crop_decode.decode_crop(data, (height, width), box,
+                                                              self.scale, scale)
+                    return self._resize(pixels, sub_box), (height, width)
             # Full decode with OpenCV, exactly as LoadImageFromFile.
             img = mmcv.imfrombytes(data, flag='color', backend='cv2')
         except Exception as err:  # libjpeg, PIL and OpenCV raise various types for bad data
