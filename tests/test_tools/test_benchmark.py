@@ -105,13 +105,26 @@ def test_loss_check_smoke(benchmark):
 
 def test_pipeline_smoke(benchmark, photo_folder):
     result = benchmark.main(['--pipeline', '--smoke', '--data-dir', photo_folder])
-    # mmpretrain's pipeline on the folder, mae-mm's on the folder (region decoder on and off),
-    # on shards and on LMDB: the same images from every source
+    # mmpretrain's pipeline on the folder (both resize backends), mae-mm's on the folder (each
+    # decode option), on shards and on LMDB: the same images from every source
     assert set(result['img_per_s']) == {
-        'mmpretrain folder', 'mae_mm folder', 'mae_mm folder, region decode off',
+        'mmpretrain folder', 'mmpretrain folder, cv2', 'mae_mm folder',
+        'mae_mm folder, region decode off', 'mae_mm folder, draft', 'mae_mm folder, cv2',
         'mae_mm shards', 'mae_mm lmdb'}
     assert result['num_images'] == 8 and all(v > 0 for v in result['img_per_cpu_s'].values())
     assert result['speedup_cpu']['mmpretrain folder'] == 1.0
+
+
+def test_pixel_difference_smoke(benchmark, photo_folder):
+    """Same boxes: mae-mm's default loader is mmpretrain's recipe exactly, and its cv2 option
+    exactly mmpretrain's cv2 backend (the same difference to the reference, not zero)."""
+    result = benchmark.main(['--pixel-difference', '--smoke', '--data-dir', photo_folder])
+    rows = result['sets'][photo_folder]
+    assert rows["mmpretrain, backend='pillow'"]['mean_abs'] == 0  # the reference itself
+    for name in ('mae_mm folder', 'mae_mm folder, region decode off'):
+        assert rows[name]['mean_abs'] == 0 and rows[name]['identical_images'] == 4
+    cv2_rows = rows['mae_mm folder, cv2'], rows["mmpretrain, backend='cv2'"]
+    assert cv2_rows[0] == cv2_rows[1] and cv2_rows[0]['mean_abs'] > 0
 
 
 def test_performance_table_smoke(tmp_path):

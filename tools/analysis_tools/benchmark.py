@@ -16,6 +16,7 @@ Examples::
     python tools/analysis_tools/benchmark.py configs/mae_vit-h_1600e.py --json out.json
     python tools/analysis_tools/benchmark.py --smoke               # tiny arch, 2 steps
     python tools/analysis_tools/benchmark.py --pipeline [--data-dir DIR]
+    python tools/analysis_tools/benchmark.py --pixel-difference [--data-dir DIR]
     python tools/analysis_tools/benchmark.py --loss-check 50 --arch s --dtype bf16
 """
 import argparse
@@ -71,10 +72,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="also write the results as JSON ('-': stdout)")
     parser.add_argument('--pipeline', action='store_true',
                         help='benchmark the data pipelines instead of the models: mmpretrain\'s on '
-                             'the folder; mae-mm\'s on the folder (JPEG region decoder on and off), '
-                             'on WebDataset shards and on LMDB, of the same images')
-    parser.add_argument('--data-dir', help='folder of JPEGs for --pipeline (default: generated)')
-    parser.add_argument('--num-images', type=int, default=400, help='images per --pipeline pass')
+                             'the folder (pillow and cv2 backends); mae-mm\'s on the folder (each '
+                             'decode option), on WebDataset shards and on LMDB, of the same images')
+    parser.add_argument('--pixel-difference', action='store_true',
+                        help='mean/max absolute difference of each decode mode of mae-mm\'s '
+                             'loader to mmpretrain\'s pipeline on the same crop boxes')
+    parser.add_argument('--data-dir', help='folder of JPEGs for --pipeline and --pixel-difference '
+                        '(default: generated)')
+    parser.add_argument('--num-images', type=int, default=400,
+                        help='images per --pipeline pass (--pixel-difference: 500x375 images; a '
+                        'quarter as many 1600x1200)')
     parser.add_argument('--jpeg-size', type=int, nargs=2, default=(500, 375), metavar=('W', 'H'),
                         help='size of the generated JPEGs for --pipeline without --data-dir')
     parser.add_argument('--loss-check', type=int, metavar='STEPS',
@@ -245,6 +252,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
         result = benchmark_pipelines(args.data_dir, args.num_images, smoke=args.smoke,
                                      jpeg_size=tuple(args.jpeg_size))
         print_pipelines(result)
+    elif args.pixel_difference:
+        from pixel_difference import pixel_differences, print_differences
+        result = pixel_differences(args.data_dir, args.num_images, smoke=args.smoke)
+        print_differences(result)
     elif args.loss_check:
         result = loss_check(args)
         print(f"mean loss over {result['steps']} steps: fp32 {result['mean_loss_fp32']:.5f}, "

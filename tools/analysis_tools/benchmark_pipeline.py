@@ -1,8 +1,9 @@
 """Data-pipeline mode of ``benchmark.py``: images/s of one worker (a single process), for
-mmpretrain's MAE pretraining pipeline and mae-mm's (``FastRandomResizedCrop``, as configured in
-``configs/_base_/datasets/imagenet_mae.py``) reading the same images from each source: the
-folder, the folder with the JPEG region decoder off (``region_decode=False``: full decode, then
-crop), WebDataset shards (``WebDatasetShards``) and an LMDB database (mmengine's LMDB backend).
+mmpretrain's MAE pretraining pipeline (``backend='pillow'``, its recipe; and ``'cv2'``) and
+mae-mm's (``FastRandomResizedCrop``, as configured in ``configs/_base_/datasets/imagenet_mae.py``)
+reading the same images from each source: the folder, the folder with each decode option
+(``region_decode=False``: full decode, then crop; ``draft=True``; ``backend='cv2'``), WebDataset
+shards (``WebDatasetShards``) and an LMDB database (mmengine's LMDB backend).
 
 Each pipeline decodes, crops (RandomResizedCrop 224, area 0.2-1, bicubic, Pillow), flips and
 packs, then the batch-side normalisation (BGR->RGB, mean/std) is applied to every image, so all
@@ -88,25 +89,38 @@ def write_lmdb(files: List[str], root: str) -> List[str]:
     return keys
 
 
+def mmpretrain_pipeline(backend: str = 'pillow', flip_and_pack: bool = True) -> Compose:
+    """mmpretrain's MAE pretraining pipeline (its recipe: ``backend='pillow'``)."""
+    import mmpretrain.datasets  # noqa: F401  (registers mmpretrain's transforms)
+    steps = [dict(type='LoadImageFromFile'),
+             dict(type='RandomResizedCrop', backend=backend, **CROP)]
+    if flip_and_pack:
+        steps += [dict(type='RandomFlip', prob=0.5), dict(type='PackInputs')]
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return Compose(steps)
+
+
+#: mae-mm's decode options compared on the folder: FastRandomResizedCrop settings.
+FOLDER_VARIANTS = {
+    'mae_mm folder': {},
+    'mae_mm folder, region decode off': dict(region_decode=False),
+    'mae_mm folder, draft': dict(draft=True),
+    'mae_mm folder, cv2': dict(backend='cv2'),
+}
+
+
 def build_readers(files: List[str], work_dir: str) -> Dict[str, Callable[[int], dict]]:
     """What a data-loader worker does for sample ``i`` (read + decode + crop + flip + pack),
     for mmpretrain's pipeline on the folder and mae-mm's on each source of the same images."""
-    import mmpretrain.datasets  # noqa: F401  (registers mmpretrain's transforms)
     from mae_mm.datasets import WebDatasetShards  # (registers mae-mm's transforms)
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        reference = Compose([
-            dict(type='LoadImageFromFile'),
-            dict(type='RandomResizedCrop', backend='pillow', **CROP),
-            dict(type='RandomFlip', prob=0.5),
-            dict(type='PackInputs')])
-    folder = _mae_mm_pipeline()
-    full_decode = _mae_mm_pipeline(region_decode=False)
-    readers = {
-        'mmpretrain folder': lambda i: reference(dict(img_path=files[i], sample_idx=i)),
-        'mae_mm folder': lambda i: folder(dict(img_path=files[i], sample_idx=i)),
-        'mae_mm folder, region decode off':
-            lambda i: full_decode(dict(img_path=files[i], sample_idx=i)),
-    }
+
+    def on_files(pipeline):
+        return lambda i: pipeline(dict(img_path=files[i], sample_idx=i))
+
+    readers = {REFERENCE: on_files(mmpretrain_pipeline('pillow')),
+               'mmpretrain folder, cv2': on_files(mmpretrain_pipeline('cv2'))}
+    for name, settings in FOLDER_VARIANTS.items():
+        readers[name] = on_files(_mae_mm_pipeline(**settings))
     with DefaultScope.overwrite_default_scope('mae_mm'):
         shards = WebDatasetShards(
             data_root=write_shards(files, osp.join(work_dir, 'shards')),
