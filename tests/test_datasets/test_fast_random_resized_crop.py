@@ -134,6 +134,7 @@ def test_reduced_scale_decode_is_used_and_close(large_photo, monkeypatch):
         out = fast(dict(img_path=large_photo))
         monkeypatch.undo()
         assert out['img'].shape == (64, 64, 3) and out['ori_shape'] == (576, 768)
+        assert out['img'].flags.writeable  # as mmcv.imresize's: later transforms may write
         differences.append(np.abs(out['img'] - expected).mean())
         # The full decode of the same box moved by one source pixel (down and right).
         draw = full.rand_crop_params

@@ -141,7 +141,8 @@ class FastRandomResizedCrop(RandomResizedCrop):
             return mmcv.imresize(crop, (out_w, out_h), interpolation=self.interpolation,
                                  backend=self.backend)
         # Pillow's draft + resize(box=...): the box is in fractional pixels of the reduced scale.
-        return np.asarray(Image.fromarray(crop).resize(
+        # np.array, not asarray: a writable array, as mmcv.imresize returns.
+        return np.array(Image.fromarray(crop).resize(
             (out_w, out_h), pillow_interp_codes[self.interpolation], box=sub_box))
 
     def _crop_array(self, img: np.ndarray, box=None) -> np.ndarray:
