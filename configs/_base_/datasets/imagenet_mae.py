@@ -4,8 +4,10 @@
 data_root = 'data/imagenet'
 
 train_pipeline = [
-    # LoadImageSafe + mmpretrain's RandomResizedCrop(backend='pillow') with the same pixels,
-    # decoding only the crop (docs/benchmarks.md).
+    # LoadImageSafe + mmpretrain's RandomResizedCrop(backend='pillow'), decoding only the crop:
+    # mmpretrain's pixels exactly. Faster, not the same pixels (figures in docs/benchmarks.md,
+    # "Data pipeline"): backend='cv2' (OpenCV's bicubic, mmpretrain's backend='cv2', not
+    # antialiased) or, for photos over twice the output size, draft=True.
     dict(type='FastRandomResizedCrop', scale=224, crop_ratio_range=(0.2, 1.0),
          interpolation='bicubic'),
     dict(type='mmpretrain.RandomFlip', prob=0.5),
