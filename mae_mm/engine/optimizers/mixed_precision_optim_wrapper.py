@@ -1,5 +1,5 @@
 """MixedPrecisionOptimWrapper: mmengine's AmpOptimWrapper that also runs on CPU."""
-from typing import Union
+from typing import Tuple, Union
 
 import torch
 from mmengine.logging import print_log
@@ -30,17 +30,49 @@ class _NoScaling:
         pass
 
 
+def native_bf16_supported() -> bool:
+    """Whether the current CUDA device computes in bfloat16 natively (compute capability 8.0+,
+    Ampere or newer). Emulated bf16, which ``torch.cuda.is_bf16_supported()`` also counts
+    from torch 2.4 on (V100, T4), runs without tensor cores (theirs take fp16 only), at a
+    fraction of fp16's speed, so it does not count here."""
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch < 2.4: no emulation counted, no argument
+        return bool(torch.cuda.is_bf16_supported())
+
+
+def _device_description() -> Tuple[str, str]:
+    """(name, 'major.minor') of the current CUDA device; '?' where it cannot be read."""
+    try:
+        major, minor = torch.cuda.get_device_capability()
+        return torch.cuda.get_device_name(), f'{major}.{minor}'
+    except Exception:  # noqa: BLE001 (a description for an error message only)
+        return 'this GPU', '?'
+
+
+def _is_bf16(dtype) -> bool:
+    return dtype in ('bfloat16', torch.bfloat16)
+
+
 @OPTIM_WRAPPERS.register_module()
 class MixedPrecisionOptimWrapper(AmpOptimWrapper):
-    """Autocast training on any device: fp16 + dynamic loss scaling (or ``dtype``) on GPUs,
-    exactly as :class:`mmengine.optim.AmpOptimWrapper`; on CPU, where mmengine's wrapper refuses
-    to start, ``cpu_dtype``: bf16 autocast without scaling (the default, for the MAE recipes),
-    or plain fp32 (``cpu_dtype=None``, logged once), what mmdet/mmseg models need on CPU:
-    mmcv's CPU kernels (``nms`` in the RPN, ``roi_align``) have no bf16 version.
+    """Autocast training on any device: ``dtype`` autocast (fp16 when None) with ``loss_scale``
+    on GPUs, exactly as :class:`mmengine.optim.AmpOptimWrapper`; on CPU, where mmengine's
+    wrapper refuses to start, ``cpu_dtype``: bf16 autocast without scaling (the default, for the
+    MAE recipes), or plain fp32 (``cpu_dtype=None``, logged once), what mmdet/mmseg models need
+    on CPU: mmcv's CPU kernels (``nms`` in the RPN, ``roi_align``) have no bf16 version.
+
+    The MAE recipes set ``dtype='bfloat16'`` (docs/precision.md). On a GPU without native bf16
+    (before Ampere: V100, T4) that is a one-line ``ValueError`` at construction, before any
+    compute, naming the fix (``optim_wrapper.dtype=float16``): torch would otherwise emulate bf16
+    there, without tensor cores, and mmengine's autocast raises only at the first step (on GPUs
+    without even emulated bf16), with no mention of the config.
 
     Args:
-        loss_scale (str | float | dict): As for ``AmpOptimWrapper`` (GPU only).
-        dtype (str | torch.dtype, optional): Autocast dtype on GPUs; on CPU only bfloat16 is
+        loss_scale (str | float | dict): As for ``AmpOptimWrapper`` (GPU only; kept with bf16
+            as mmengine keeps it: not needed for range, it skips an overflowing step).
+        dtype (str | torch.dtype, optional): Autocast dtype on GPUs (None: fp16); 'bfloat16'
+            needs a GPU with native bf16 (compute capability 8.0+). On CPU only bfloat16 is
             accepted (it then means ``cpu_dtype='bfloat16'``).
         use_fsdp (bool): Use the sharded grad scaler (GPU only).
         cpu_dtype (str | torch.dtype, optional): Without a GPU: ``'bfloat16'`` (autocast) or
@@ -56,6 +88,13 @@ class MixedPrecisionOptimWrapper(AmpOptimWrapper):
                              "'bfloat16' (autocast on CPU) or None (fp32 on CPU)")
         self._fp32 = False
         if torch.cuda.is_available():
+            if _is_bf16(dtype) and not native_bf16_supported():
+                name, capability = _device_description()
+                raise ValueError(
+                    f"optim_wrapper.dtype={dtype!r} needs a GPU with native bfloat16 (compute "
+                    f'capability 8.0+, Ampere or newer), but {name} has compute capability '
+                    f'{capability}: use fp16 with loss scaling, --cfg-options '
+                    'optim_wrapper.dtype=float16 (docs/precision.md)')
             super().__init__(loss_scale=loss_scale, dtype=dtype, use_fsdp=use_fsdp, **kwargs)
             return
         if dtype not in (None, 'bfloat16', torch.bfloat16):
