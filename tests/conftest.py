@@ -78,7 +78,8 @@ def tiny_pretrain_cfg(data_root, work_dir, config='configs/mae_vit-b_1600e.py', 
         'auto_scale_lr.enable': False,
     })
     cfg.model.backbone.arch = dict(TINY_ARCH)  # a dict replacing the base's string
-    cfg.optim_wrapper.pop('loss_scale', None)
+    for mixed_precision_key in ('loss_scale', 'dtype', 'cpu_dtype'):  # OptimWrapper takes none
+        cfg.optim_wrapper.pop(mixed_precision_key, None)
     epochs = overrides.pop('max_epochs', 2)
     cfg.param_scheduler = [dict(type='CosineAnnealingLR', T_max=epochs, by_epoch=True,
                                 convert_to_iter_based=True)]
