@@ -12,11 +12,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from mae_mm.datasets import skipped_image_count
-from mae_mm.engine import build_runner
 from mae_mm.utils.compat import load_checkpoint_file
 from ..conftest import REPO_ROOT, tiny_pretrain_cfg
 from ..test_engine.test_reliability_resume import SUBPROCESS_ENV, _assert_same_training_state
-from .test_webdataset_shards import _RecordLoss, write
+from .test_webdataset_shards import train_recording_losses, write
 
 BATCH, EPOCHS = 8, 2
 ITERS_PER_EPOCH = 64 // BATCH  # the 64 photos of the photo_folder fixture
@@ -50,14 +49,6 @@ def _kill_at_first_checkpoint(process, work_dir, timeout=120) -> bool:
     return False
 
 
-def _train(cfg):
-    runner = build_runner(cfg)
-    record = _RecordLoss()
-    runner.register_hook(record)
-    runner.train()
-    return record.losses
-
-
 def test_a_run_killed_mid_epoch_on_shards_resumes_like_the_folder_run(photo_folder, tmp_path):
     assert write(photo_folder, tmp_path / 'shards', '--shard-size', '100KB') == 0
     shards = dict(type='WebDatasetShards', data_root=str(tmp_path / 'shards'))
@@ -76,7 +67,7 @@ def test_a_run_killed_mid_epoch_on_shards_resumes_like_the_folder_run(photo_fold
             killer = pool.submit(_kill_at_first_checkpoint, killed, killed_dir)
             # meanwhile, the uninterrupted reference run on the folder
             folder_dir = tmp_path / 'folder'
-            folder = _train(epoch_cfg(dict(data_root=photo_folder), folder_dir))
+            folder = train_recording_losses(epoch_cfg(dict(data_root=photo_folder), folder_dir))
             assert len(folder) == MAX_ITERS
             saw_checkpoint = killer.result()
         finally:
@@ -97,7 +88,7 @@ def test_a_run_killed_mid_epoch_on_shards_resumes_like_the_folder_run(photo_fold
     assert newest['epoch'] == stopped_at // ITERS_PER_EPOCH
 
     # the same run on the shards, resumed from the newest checkpoint in its work_dir
-    resumed = _train(epoch_cfg(shards, killed_dir, resume=True))
+    resumed = train_recording_losses(epoch_cfg(shards, killed_dir, resume=True))
     assert resumed == folder[stopped_at:]  # the remaining batches only, none repeated
     _assert_same_training_state(folder_dir / f'iter_{MAX_ITERS}.pth',
                                 killed_dir / f'iter_{MAX_ITERS}.pth')

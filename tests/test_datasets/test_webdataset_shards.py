@@ -246,7 +246,6 @@ class _RecordLoss(Hook):
 
 def _quickstart_run(dataset, work_dir, max_iters=2, **overrides):
     """The quick-start config on ``dataset`` (a few iterations, batch 8); returns the losses."""
-    from mae_mm.engine import build_runner
     cfg = Config.fromfile(QUICKSTART)
     cfg.merge_from_dict({
         'work_dir': str(work_dir),
@@ -261,6 +260,12 @@ def _quickstart_run(dataset, work_dir, max_iters=2, **overrides):
         **overrides,
     })
     cfg.param_scheduler = [dict(type='CosineAnnealingLR', T_max=max_iters, by_epoch=False)]
+    return train_recording_losses(cfg)
+
+
+def train_recording_losses(cfg) -> list:
+    """Train ``cfg`` with mae-mm's runner; the loss of every iteration."""
+    from mae_mm.engine import build_runner
     runner = build_runner(cfg)
     record = _RecordLoss()
     runner.register_hook(record)
