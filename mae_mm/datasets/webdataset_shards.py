@@ -5,23 +5,133 @@ The shards are plain (uncompressed) tar files, one image per member, as written 
 with :func:`index_shards`). The index (``index.json`` next to the shards) is a ``wids`` shard
 list (``shardlist`` of ``url`` + ``nsamples``, so ``wids.ShardListDataset`` reads it too) with,
 per shard, the byte offset and size of every member found by Python's ``tarfile``. With it a
-sample is one ``pread`` of its bytes: the data set is an ordinary map-style data set of known
+sample is one read of its bytes: the data set is an ordinary map-style data set of known
 length, so mmengine's samplers, epochs, ``auto_scale_lr`` and exact resume work unchanged.
+The shards may be local, on an HTTP(S) server (one ``Range`` request per member) or on any
+mmengine file backend (each shard fetched whole once into a local cache).
 """
+import fcntl
+import hashlib
+import http.client
 import json
 import os
 import os.path as osp
 import tarfile
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Sequence, Union
+from urllib.parse import quote, urlsplit
 
+import mmengine.fileio as fileio
 from mmengine.dataset import BaseDataset
+from mmengine.fileio.backends import HTTPBackend, LocalBackend
+from mmengine.logging import MMLogger
 
 from mae_mm.registry import DATASETS
-from .image_folder import IMG_EXTENSIONS, RefetchNamingFailures, _normalize_extensions
+from .image_folder import IMG_EXTENSIONS, RefetchNamingFailures, _is_uri, _normalize_extensions
 
 INDEX_KIND = 'wids-shard-index-v1'
 INDEX_NAME = 'index.json'
 WRITER = 'python tools/dataset_converters/images_to_shards.py SRC DST'
+
+
+HTTP_TIMEOUT = 60  # seconds without data before an HTTP request fails
+_HOSTS_WITHOUT_RANGES: set = set()  # warned about once per process
+
+
+class DownloadError(OSError):
+    """A remote shard or member could not be fetched (the member is skipped and counted)."""
+
+
+def _first_line(err: BaseException) -> str:
+    return f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'
+
+
+def _is_http(uri: str) -> bool:
+    return uri.startswith(('http://', 'https://'))
+
+
+def _stale(path: str, size: int, recorded: int, index: str = 'its index') -> ValueError:
+    return ValueError(f'shard {path!r} is {size} bytes but {index} records {recorded}: the index '
+                      f'is stale; re-index the shards with {WRITER}')
+
+
+def pread_bytes(path: str, offset: int, size: int) -> bytes:
+    """``size`` bytes of the local file ``path`` from ``offset`` (fewer at its end)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
+
+
+def http_range(url: str, offset: int, size: int, timeout: float = HTTP_TIMEOUT) -> bytes:
+    """``size`` bytes of ``url`` from ``offset``: one GET with ``Range: bytes=offset-end``.
+
+    A server that ignores ``Range`` answers 200 with the whole file: its body is read up to the
+    end of the range and sliced, and a warning says so (once per host and process). Fewer bytes
+    come back when the file is shorter. Any failure raises :class:`DownloadError`.
+    """
+    if size <= 0:
+        return b''
+    request = urllib.request.Request(url, headers={'Range': f'bytes={offset}-{offset + size - 1}'})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if response.status == 206:
+                got = response.headers.get('Content-Range', '')
+                if not got.startswith(f'bytes {offset}-'):
+                    raise DownloadError(f'asked for bytes {offset}-, got Content-Range {got!r}')
+                return response.read(size)
+            data = response.read(offset + size)[offset:]
+    except (OSError, http.client.HTTPException) as err:  # URLError, HTTPError, timeouts
+        raise DownloadError(f'cannot download {url!r}: {_first_line(err)}') from None
+    host = urlsplit(url).netloc
+    if host not in _HOSTS_WITHOUT_RANGES:
+        _HOSTS_WITHOUT_RANGES.add(host)
+        MMLogger.get_current_instance().warning(
+            f'the HTTP server {host} ignores Range requests: each shard member is read by '
+            f'downloading its shard up to the member; serve the shards with a server that '
+            f'supports ranges, or give the data set a cache_dir to fetch each shard once')
+    return data
+
+
+def cached_copy(uri: str, cache_dir: str, size: Optional[int] = None,
+                backend_args: Optional[dict] = None) -> str:
+    """The path of a local copy of ``uri`` in ``cache_dir``, fetched whole (``mmengine.fileio.get``;
+    urllib with a timeout for plain HTTP) unless a copy of ``size`` bytes (any, if None) is there.
+
+    The copy is written under a temporary name and renamed, while holding an exclusive lock on
+    ``<copy>.lock``: data-loader workers and ranks sharing the folder never read half a file and
+    fetch each shard once. A failed download raises :class:`DownloadError`, a download of
+    another size than ``size`` ``ValueError`` (a stale index), a failed write ``OSError``.
+    """
+    name = hashlib.sha1(uri.encode()).hexdigest()[:16] + '-' + uri.rstrip('/').rsplit('/', 1)[-1]
+    path = osp.join(cache_dir, name)
+
+    def ready() -> bool:
+        return osp.isfile(path) and (size is None or osp.getsize(path) == size)
+
+    if ready():
+        return path
+    os.makedirs(cache_dir, exist_ok=True)
+    with open(f'{path}.lock', 'a') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if not ready():
+            try:
+                if _is_http(uri) and not backend_args:
+                    with urllib.request.urlopen(uri, timeout=HTTP_TIMEOUT) as response:
+                        data = response.read()
+                else:
+                    data = fileio.get(uri, backend_args=backend_args)
+            except Exception as err:  # backends raise various types
+                raise DownloadError(f'cannot download {uri!r}: {_first_line(err)}') from None
+            if size is not None and len(data) != size:
+                raise _stale(uri, len(data), size)
+            tmp = f'{path}.{os.getpid()}.tmp'
+            with open(tmp, 'wb') as f:
+                f.write(data)
+            os.replace(tmp, path)
+    return path
 
 
 def tar_members(path: str, extensions: Sequence[str] = IMG_EXTENSIONS) -> List[list]:
@@ -73,14 +183,18 @@ class WebDatasetShards(RefetchNamingFailures, BaseDataset):
     the member's bytes as ``img_bytes``, which ``LoadImageSafe`` and ``FastRandomResizedCrop``
     decode as they decode files, and skip and count a corrupt or truncated member as a corrupt file.
 
-    Local paths only: the members are read with ``os.pread`` at the offsets of the index
-    (mmengine's file backends have no general byte-range ``get``).
+    The index is read with ``mmengine.fileio.get``; the backend (mmengine's rule:
+    ``backend_args['backend']``, else the prefix of ``data_root``) decides how a member is read:
+    from a local (or mounted) folder, one ``os.pread`` at its offset; from an ``http(s)://`` URL,
+    one HTTP ``Range`` request; from any other backend (mmengine's have no byte-range ``get``),
+    its shard is fetched whole once into ``cache_dir`` (required), then read as a local shard.
+    A member whose download fails is skipped and counted as a corrupt member.
 
-    The arguments ``data_prefix`` and ``with_label`` are those of ``ImageFolder``, so a recipe
-    switches from a folder to shards by changing ``type`` and ``data_root`` alone.
+    ``data_prefix`` and ``with_label`` are ``ImageFolder``'s, so a recipe switches from a folder
+    to shards by changing ``type`` and ``data_root`` alone.
 
     Args:
-        data_root (str): Folder of the shards and their index.
+        data_root (str): Folder (or URL) of the shards and their index.
         data_prefix (str | dict): Subfolder of ``data_root`` holding them; '' (default) for
             ``data_root`` itself.
         with_label (bool): Must be False: the shard data set is unlabelled (pre-training).
@@ -95,6 +209,11 @@ class WebDatasetShards(RefetchNamingFailures, BaseDataset):
         lazy_init (bool): Defer reading the index to ``full_init``. Defaults to False.
         max_refetch (int): Maximum number of other samples tried when the pipeline returns
             None (a corrupt member skipped by ``LoadImageSafe``). Defaults to 1000.
+        backend_args (dict, optional): mmengine file backend arguments of the index and the
+            shards, e.g. ``dict(backend='petrel')``. Defaults to None.
+        cache_dir (str, optional): Local folder for the shards of backends other than local and
+            HTTP (with HTTP: whole shards instead of ranges). It must hold the shards read (the
+            data set after one epoch); workers, ranks and runs may share it. Defaults to None.
     """
 
     def __init__(self,
@@ -109,7 +228,9 @@ class WebDatasetShards(RefetchNamingFailures, BaseDataset):
                  indices: Optional[Union[int, Sequence[int]]] = None,
                  serialize_data: bool = True,
                  lazy_init: bool = False,
-                 max_refetch: int = 1000) -> None:
+                 max_refetch: int = 1000,
+                 backend_args: Optional[dict] = None,
+                 cache_dir: Optional[str] = None) -> None:
         self.extensions = _normalize_extensions(extensions)
         self._field = 'val_dataloader.dataset' if test_mode else 'train_dataloader.dataset'
         if with_label:
@@ -118,52 +239,74 @@ class WebDatasetShards(RefetchNamingFailures, BaseDataset):
                              f'for labels')
         if isinstance(data_prefix, dict):
             data_prefix = data_prefix.get('img_path', data_prefix.get('img', ''))
-        folder = osp.join(data_root or '', data_prefix or '')
-        index = osp.abspath(ann_file if osp.isabs(ann_file) else osp.join(folder, ann_file))
-        if not osp.isfile(index):
-            raise FileNotFoundError(
-                f'shard index {index!r} does not exist: set {self._field}.data_root to the '
-                f'folder written by {WRITER} (and ann_file to its index, {INDEX_NAME!r}), or '
-                f'write the shards with that command')
+        self.backend_args, self.cache_dir = backend_args, cache_dir
+        if _is_uri(data_root or ''):
+            folder = data_root.rstrip('/') + ('/' + data_prefix if data_prefix else '')
+            index = ann_file if _is_uri(ann_file) or osp.isabs(ann_file) else f'{folder}/{ann_file}'
+        else:
+            folder = osp.join(data_root or '', data_prefix or '')
+            index = osp.abspath(ann_file if osp.isabs(ann_file) else osp.join(folder, ann_file))
+        backend = type(fileio.get_file_backend(index, backend_args=backend_args))
+        self._kind = ('local' if backend is LocalBackend else
+                      'http' if backend is HTTPBackend and not cache_dir else 'cache')
+        if self._kind == 'local' and not osp.isfile(index):
+            raise FileNotFoundError(self._index_error(index, 'does not exist'))
+        if self._kind == 'cache' and not cache_dir:
+            raise ValueError(
+                f'shards on {backend.__name__} ({index!r}) are fetched whole into a local cache: '
+                f'set {self._field}.cache_dir to a local folder with room for the data set (HTTP '
+                f'and local shards need none)')
         self._shards: List[str] = []
-        super().__init__(ann_file=index, metainfo=metainfo, data_root=data_root,
+        self._sizes: List[Optional[int]] = []
+        super().__init__(ann_file=index, metainfo=metainfo,
+                         data_root='' if _is_uri(index) else data_root,
                          pipeline=list(pipeline), test_mode=test_mode, indices=indices,
                          serialize_data=serialize_data, lazy_init=lazy_init,
                          max_refetch=max_refetch)
 
+    def _index_error(self, index: str, what: str) -> str:
+        return (f'shard index {index!r} {what}: set {self._field}.data_root to the folder (or URL) '
+                f'written by {WRITER} (and ann_file to its index, {INDEX_NAME!r}), or write the '
+                f'shards with that command')
+
     def load_data_list(self) -> List[dict]:
         """Read the index into ``[dict(shard, offset, nbytes, member)]``; check the shards."""
         try:
-            with open(self.ann_file, encoding='utf-8') as f:
-                index = json.load(f)
-            shardlist = index['shardlist']
+            text = fileio.get(self.ann_file, backend_args=self.backend_args)
+        except Exception as err:  # backends raise various types (URLError, HTTPError, ...)
+            raise FileNotFoundError(
+                self._index_error(self.ann_file, f'cannot be read ({_first_line(err)})')) from None
+        try:
+            shardlist = json.loads(text)['shardlist']
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(
                 f'shard index {self.ann_file!r} is not a {INDEX_KIND} index ({type(err).__name__}'
                 f'): rewrite it with {WRITER}') from None
-        root = osp.dirname(self.ann_file)
-        data_list, self._shards = [], []
+        root = self.ann_file.rsplit('/', 1)[0] if _is_uri(self.ann_file) else osp.dirname(
+            self.ann_file)
+        data_list, self._shards, self._sizes = [], [], []
         for shard_id, shard in enumerate(shardlist):
-            path = osp.normpath(osp.join(root, shard['url']))
-            if not osp.isfile(path):
-                raise FileNotFoundError(
-                    f'shard {path!r} listed in {self.ann_file!r} does not exist: copy it back, '
-                    f'or re-run {WRITER} (it resumes) to rewrite the shards and index')
+            url = shard['url']
+            if _is_uri(url) or not _is_uri(root):
+                path = url if _is_uri(url) else osp.normpath(osp.join(root, url))
+            else:
+                path = f'{root}/{quote(url) if _is_http(root) else url}'
             if 'members' not in shard:
                 raise ValueError(
                     f'shard index {self.ann_file!r} has no member offsets for {path!r} (a '
                     f'plain wids index): re-index the shards with '
                     f'mae_mm.datasets.webdataset_shards.index_shards or {WRITER}')
-            size = shard.get('filesize')
-            if size is not None and osp.getsize(path) != size:
-                raise ValueError(
-                    f'shard {path!r} is {osp.getsize(path)} bytes but {self.ann_file!r} '
-                    f'records {size}: the index is stale; re-index the shards with {WRITER}')
             self._shards.append(path)
+            self._sizes.append(shard.get('filesize'))
             for name, offset, nbytes in shard['members']:
                 if name.lower().endswith(self.extensions):
                     data_list.append(dict(shard=shard_id, offset=offset, nbytes=nbytes,
                                           member=name))
+        with ThreadPoolExecutor(16) as pool:  # remote: one request per shard, overlapped
+            found = list(pool.map(self._shard_size, self._shards))
+        for path, size, recorded in zip(self._shards, found, self._sizes):
+            if None not in (size, recorded) and size != recorded:
+                raise _stale(path, size, recorded, repr(self.ann_file))
         if not data_list:
             raise FileNotFoundError(
                 f'shard index {self.ann_file!r} lists no members with extensions '
@@ -171,9 +314,34 @@ class WebDatasetShards(RefetchNamingFailures, BaseDataset):
                 f'{self._field}.extensions')
         return data_list
 
+    def _shard_size(self, path: str) -> Optional[int]:
+        """The size of a shard (None where its backend cannot tell); a one-line
+        ``FileNotFoundError`` if it is missing. Remote: a HEAD request, or ``exists``."""
+        try:
+            if self._kind == 'local':
+                if not osp.isfile(path):
+                    raise FileNotFoundError(path)
+                return osp.getsize(path)
+            if _is_http(path) and not self.backend_args:  # HEAD: existence and size
+                request = urllib.request.Request(path, method='HEAD')
+                with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
+                    length = response.headers.get('Content-Length', '')
+                return int(length) if length.isdigit() else None
+            backend = fileio.get_file_backend(path, backend_args=self.backend_args,
+                                              enable_singleton=True)
+            if hasattr(backend, 'exists') and not backend.exists(path):
+                raise FileNotFoundError(path)
+            return None
+        except Exception as err:  # HTTPError, URLError, the backend's own types
+            what = ('does not exist' if isinstance(err, FileNotFoundError) else
+                    f'cannot be read ({_first_line(err)})')
+            raise FileNotFoundError(
+                f'shard {path!r} listed in {self.ann_file!r} {what}: copy it back, or re-run '
+                f'{WRITER} (it resumes) to rewrite the shards and index') from None
+
     @property
     def shard_paths(self) -> List[str]:
-        """The shard files, in index order."""
+        """The shard files (paths or URIs), in index order."""
         return list(self._shards)
 
     def get_data_info(self, idx: int) -> dict:
@@ -183,22 +351,30 @@ class WebDatasetShards(RefetchNamingFailures, BaseDataset):
         return info
 
     def read_bytes(self, info: dict) -> bytes:
-        """The member's bytes (fewer than recorded when the shard file was cut short)."""
-        fd = os.open(self._shards[info['shard']], os.O_RDONLY)
-        try:
-            return os.pread(fd, info['nbytes'], info['offset'])
-        finally:
-            os.close(fd)
+        """The member's bytes (fewer than recorded when the shard file was cut short).
+        Raises :class:`DownloadError` when a remote read fails."""
+        path, offset, nbytes = self._shards[info['shard']], info['offset'], info['nbytes']
+        if self._kind == 'http':
+            return http_range(path, offset, nbytes)
+        if self._kind == 'cache':
+            path = cached_copy(path, self.cache_dir, self._sizes[info['shard']], self.backend_args)
+        return pread_bytes(path, offset, nbytes)
 
     def prepare_data(self, idx: int):
         """Read the member's bytes, then run the pipeline on them."""
         info = self.get_data_info(idx)
         try:
-            data = self.read_bytes(info)
-        except OSError:  # shard gone since the index was read: LoadImageSafe reports the path
-            data = None
-        if data is not None:
-            info['img_bytes'] = data
+            info['img_bytes'] = self.read_bytes(info)
+        except DownloadError as err:  # empty bytes: LoadImageSafe skips and counts the member
+            MMLogger.get_current_instance().warning(
+                f'{err}: skipping {info["img_path"]!r} as an unreadable image')
+            info['img_bytes'] = b''
+        except OSError as err:
+            if self._kind == 'cache':  # the cache, not the source: stop rather than skip all
+                raise RuntimeError(
+                    f'cannot use {self._field}.cache_dir={self.cache_dir!r} ({_first_line(err)}):'
+                    f' give it room for the data set, or choose another folder') from None
+            # local: shard gone since the index was read; LoadImageSafe reports the path
         return self.pipeline(info)
 
     def unreadable_sample_fix(self) -> str:
