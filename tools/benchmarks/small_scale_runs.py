@@ -6,7 +6,7 @@ import os
 import os.path as osp
 import time
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -155,8 +155,16 @@ def _loss_history(runner) -> tuple:
 
 
 def execute(kind: str, name: str, work_root: str, iters: int, seed: int, sizes: DataSizes,
-            threads: int, keep_model: bool = False, **config_args):
+            threads: int, keep_model: bool = False, configure: Optional[Callable] = None,
+            hooks: Sequence = (), **config_args):
     """Build the Runner of one run, train it, evaluate it on the test split.
+
+    Args:
+        configure (callable, optional): Called with the run's config before the Runner is
+            built, to change it in place (another device, model size, data root...).
+        hooks (sequence): Hook instances registered on the Runner before training. One that
+            ends training early (e.g. at a deadline) makes ``iters`` of the result the
+            iterations actually run; the pretraining checkpoint is that of the last one.
 
     Returns:
         tuple: ``(RunResult, model or None)``; the model is returned when ``keep_model``.
@@ -164,17 +172,21 @@ def execute(kind: str, name: str, work_root: str, iters: int, seed: int, sizes: 
     import torch
     from mae_mm.engine import build_runner
     cfg = build_config(kind, name, work_root, iters, seed, sizes, **config_args)
+    if configure is not None:
+        configure(cfg)
     started = time.time()
     runner = build_runner(formatted_once(cfg))
+    for hook in hooks:
+        runner.register_hook(hook)
     torch.set_num_threads(threads)
     runner.train()
     train_seconds = time.time() - started
     first, last = _loss_history(runner)
-    result = RunResult(name=name, kind=kind, iters=iters, seed=seed,
+    result = RunResult(name=name, kind=kind, iters=runner.iter, seed=seed,
                        batch_size=cfg.train_dataloader.batch_size, train_seconds=train_seconds,
                        labels=config_args.get('labels', ''), loss_first=first, loss_last=last)
     if kind == 'pretrain':
-        result.checkpoint = osp.join(cfg.work_dir, f'iter_{iters}.pth')
+        result.checkpoint = osp.join(cfg.work_dir, f'iter_{runner.iter}.pth')
         if not osp.isfile(result.checkpoint):
             raise RuntimeError(f'pretraining {name} left no checkpoint {result.checkpoint}')
     else:
@@ -187,7 +199,8 @@ def execute(kind: str, name: str, work_root: str, iters: int, seed: int, sizes: 
     return result, model
 
 
-def logistic_regression_baseline(sizes: DataSizes, max_iter: int = 200) -> Dict[str, float]:
+def logistic_regression_baseline(sizes: DataSizes, max_iter: int = 200,
+                                 data_root: str = FMNIST_ROOT) -> Dict[str, float]:
     """Raw-pixel logistic regression (sklearn, C=0.1) on the probe's labelled images.
 
     Returns:
@@ -197,10 +210,10 @@ def logistic_regression_baseline(sizes: DataSizes, max_iter: int = 200) -> Dict[
 
     from mae_mm.datasets import FashionMNIST
     started = time.time()
-    train = FashionMNIST(data_root=FMNIST_ROOT, split='train', num_samples=sizes.probe, seed=0)
-    full_test = FashionMNIST(data_root=FMNIST_ROOT, split='test', seed=0)
+    train = FashionMNIST(data_root=data_root, split='train', num_samples=sizes.probe, seed=0)
+    full_test = FashionMNIST(data_root=data_root, split='test', seed=0)
     test = (full_test if sizes.test is None else
-            FashionMNIST(data_root=FMNIST_ROOT, split='test', num_samples=sizes.test, seed=0))
+            FashionMNIST(data_root=data_root, split='test', num_samples=sizes.test, seed=0))
 
     def pixels(dataset):
         return dataset.images.reshape(len(dataset.images), -1).astype(np.float32) / 255.0
