@@ -9,16 +9,12 @@
 # evidence run; DIR/accelerator_check.json and DIR/accelerator_check.md, rewritten after every
 # step. With --dry-run: the same on CPU at tiny sizes (CI).
 #
-# Python: $PYTHON if set, else this checkout's .venv (tools/setup_env.sh), else python3. Where
-# that Python lacks mmengine / mmcv / mmpretrain, the wheels in .gpu_carry/wheels
-# (collect_gpu_wheels.sh) are installed into a private folder first.
+# Python: $PYTHON if set, else this checkout's .venv (tools/setup_env.sh), else python (python3)
+# on PATH (tools/python_interpreter.sh). Where that Python lacks mmengine / mmcv / mmpretrain,
+# the wheels in .gpu_carry/wheels (collect_gpu_wheels.sh) are installed into a private folder
+# first.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x .venv/bin/python ] && .venv/bin/python -c '' >/dev/null 2>&1; then
-    PYTHON=.venv/bin/python
-  else
-    PYTHON=python3
-  fi
-fi
-exec "$PYTHON" tools/benchmarks/accelerator_check.py "$@"
+TOOLS_DIR="$(cd "$(dirname "$0")/.." && pwd)"
+source "$TOOLS_DIR/python_interpreter.sh"
+cd "$REPO_DIR"
+exec "$PY" tools/benchmarks/accelerator_check.py "$@"
