@@ -1,5 +1,5 @@
 # CPU toy run of the fine-tuning protocol: the real ViT-B recipe (layer decay 0.65, drop path,
-# RandAugment, mixup/cutmix, label smoothing, random erasing, mixed precision + clipping) on the
+# RandAugment, mixup/cutmix, label smoothing, random erasing, bf16 autocast) on the
 # quick-start encoder (6 blocks, 192 wide, patch 4, 32 px) and a 4-class folder of real photo
 # crops, data/photo_classes/{train,val}/<photo>/*.jpg (train crops from the left 60% of each
 # scikit-image photo, val crops from the right 40%). Minutes on 2 CPU cores:

@@ -1,10 +1,19 @@
 # The paper's pretraining optimisation (He et al. 2021, Table 8): AdamW, lr = 1.5e-4 x batch/256
 # at batch 4096, betas (0.9, 0.95), wd 0.05 (none on norms, biases, position embeddings and
-# tokens), 40 warm-up epochs then cosine to 0. Mixed precision (fp16 + dynamic loss scaling on
-# GPUs, bf16 on CPU) with optional gradient clipping.
+# tokens), 40 warm-up epochs then cosine to 0.
+#
+# Precision (docs/precision.md): bf16 autocast, on GPUs with native bf16 (Ampere or newer: A100,
+# H100, L4, RTX 30xx and later) and on CPU. fp16 autocast is the paper code's, but MAE runs in
+# fp16 are reported to turn NaN late (open-mmlab/mmpretrain#1632: mmpretrain's fp16 ViT-B
+# recipe on an A100, NaN from epoch 163), and bf16 has fp32's range. GPUs without bf16 (V100,
+# T4) stop at start-up with a one-line error naming the fp16 option:
+#   --cfg-options optim_wrapper.dtype=float16   (fp16 autocast + the dynamic loss scaling below)
+# No gradient clipping: the official pretraining (main_pretrain.py) and mmpretrain's MAE
+# recipes do not clip. To clip anyway: --cfg-options optim_wrapper.clip_grad.max_norm=3.0
 optim_wrapper = dict(
     type='MixedPrecisionOptimWrapper',
-    loss_scale='dynamic',
+    loss_scale='dynamic',  # fp16 needs it; with bf16 it only skips an overflowing step
+    dtype='bfloat16',
     # mmengine's constructor, with the fixed sin-cos position tables (frozen) reported in one
     # log line instead of one per parameter; the parameter groups are mmengine's.
     constructor='FrozenAwareOptimWrapperConstructor',
@@ -13,8 +22,6 @@ optim_wrapper = dict(
     # of a loop of small ops, the same update: tests/test_models/test_fast_paths.py; CUDA with
     # any supported torch, CPU with torch >= 2.4).
     optimizer=dict(type='AdamW', lr=1.5e-4 * 4096 / 256, betas=(0.9, 0.95), weight_decay=0.05),
-    # clip_grad=dict(max_norm=3.0),  # uncomment to clip (recommended with fp16), or pass
-    # --cfg-options optim_wrapper.clip_grad.max_norm=3.0 to any recipe
     paramwise_cfg=dict(
         norm_decay_mult=0.0,
         bias_decay_mult=0.0,

@@ -4,9 +4,15 @@
 # layer i: lr x 0.65 ** (num_layers + 1 - i); patch embedding/cls/pos = layer 0, block j = layer
 # j + 1, fc_norm and head factor 1), 5 warm-up epochs then cosine to 1e-6, 100 epochs.
 #
-# Mixed precision (fp16 + dynamic loss scaling on GPUs, bf16 on CPU) with gradient clipping:
-# fp16 fine-tuning without clipping is known to go NaN (facebookresearch/mae#42, #77;
-# open-mmlab/mmpretrain#1632). max_norm 5 is a mae-mm choice, not a paper value.
+# Precision (docs/precision.md): bf16 autocast on GPUs with native bf16 (Ampere or newer) and
+# on CPU; GPUs without bf16 (V100, T4) stop at start-up with a one-line error naming the fp16
+# option, --cfg-options optim_wrapper.dtype=float16 (fp16 autocast + dynamic loss scaling). The
+# official FINETUNE.md reports NaNs fine-tuning ViT-H in fp16 on GPUs (never on TPUs); bf16 has
+# fp32's range.
+# No gradient clipping: the official main_finetune.py has --clip_grad default None and the
+# FINETUNE.md commands do not set it; mmpretrain's MAE fine-tuning configs do not clip either.
+# With fp16 on an older GPU, clipping is an option:
+#   --cfg-options optim_wrapper.dtype=float16 optim_wrapper.clip_grad.max_norm=5.0
 lr = 2e-3
 min_lr = 1e-6
 warmup_epochs = 5
@@ -14,8 +20,8 @@ max_epochs = 100
 
 optim_wrapper = dict(
     type='MixedPrecisionOptimWrapper',
-    loss_scale='dynamic',
-    clip_grad=dict(max_norm=5.0),
+    loss_scale='dynamic',  # fp16 needs it; with bf16 it only skips an overflowing step
+    dtype='bfloat16',
     optimizer=dict(type='AdamW', lr=lr, betas=(0.9, 0.999), weight_decay=0.05),
     constructor='LayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=0.65))

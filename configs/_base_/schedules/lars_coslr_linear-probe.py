@@ -4,6 +4,10 @@
 # official LARS does for every 1-D parameter. The frozen encoder has no trainable parameter:
 # mae-mm's FrozenAwareOptimWrapperConstructor (mmengine's default constructor otherwise) reports
 # the frozen parameters it leaves out in one log line, where mmengine logs one line each.
+#
+# Precision (docs/precision.md): bf16 autocast on GPUs with native bf16 (Ampere or newer) and on
+# CPU; GPUs without bf16 (V100, T4): --cfg-options optim_wrapper.dtype=float16. No gradient
+# clipping, as the official main_linprobe.py and mmpretrain's MAE linear-probe configs.
 global_batch_size = 16384
 lr = 0.1 * global_batch_size / 256
 warmup_epochs = 10
@@ -11,7 +15,8 @@ max_epochs = 90
 
 optim_wrapper = dict(
     type='MixedPrecisionOptimWrapper',
-    loss_scale='dynamic',
+    loss_scale='dynamic',  # fp16 needs it; with bf16 it only skips an overflowing step
+    dtype='bfloat16',
     optimizer=dict(type='mmpretrain.LARS', lr=lr, momentum=0.9, weight_decay=0.0),
     constructor='FrozenAwareOptimWrapperConstructor',
     paramwise_cfg=dict(custom_keys={'head.fc.bias': dict(lars_exclude=True)}))

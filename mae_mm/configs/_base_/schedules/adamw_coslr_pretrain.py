@@ -1,7 +1,9 @@
 # The paper's pretraining optimisation (He et al. 2021, Table 8); twin of
 # configs/_base_/schedules/adamw_coslr_pretrain.py. AdamW, lr = 1.5e-4 x batch/256 at batch
 # 4096, betas (0.9, 0.95), wd 0.05 (none on norms, biases, position embeddings and tokens), 40
-# warm-up epochs then cosine to 0; mixed precision.
+# warm-up epochs then cosine to 0. bf16 autocast (docs/precision.md; GPUs without bf16, e.g. V100 /
+# T4: optim_wrapper.update(dtype='float16') in a child config); no gradient clipping, as the
+# official pretraining and mmpretrain's MAE recipes.
 from mmengine.optim import CosineAnnealingLR, LinearLR
 from mmengine.runner import EpochBasedTrainLoop
 from torch.optim import AdamW
@@ -11,10 +13,10 @@ from mae_mm.engine.optimizers import (FrozenAwareOptimWrapperConstructor,
 
 optim_wrapper = dict(
     type=MixedPrecisionOptimWrapper,
-    loss_scale='dynamic',
+    loss_scale='dynamic',  # fp16 needs it; with bf16 it only skips an overflowing step
+    dtype='bfloat16',
     constructor=FrozenAwareOptimWrapperConstructor,
     optimizer=dict(type=AdamW, lr=1.5e-4 * 4096 / 256, betas=(0.9, 0.95), weight_decay=0.05),
-    # optim_wrapper.update(clip_grad=dict(max_norm=3.0)) in a child config to clip
     paramwise_cfg=dict(
         norm_decay_mult=0.0,
         bias_decay_mult=0.0,

@@ -1,7 +1,9 @@
 # MAE fine-tuning optimisation, ViT-B values (official FINETUNE.md; paper Table 9); twin of
 # configs/_base_/schedules/adamw_layer-decay_coslr_finetune.py: AdamW (0.9, 0.999), lr 2e-3 at
 # global batch 1024, wd 0.05, layer-wise lr decay 0.65, 5 warm-up epochs then cosine to 1e-6,
-# 100 epochs; mixed precision with gradient clipping (max_norm 5).
+# 100 epochs. bf16 autocast (docs/precision.md; GPUs without bf16, e.g. V100 / T4:
+# optim_wrapper.update(dtype='float16') in a child config); no gradient clipping, as the
+# official main_finetune.py (--clip_grad None) and mmpretrain's MAE fine-tuning configs.
 from mmengine.optim import CosineAnnealingLR, LinearLR
 from mmengine.runner import EpochBasedTrainLoop
 from torch.optim import AdamW
@@ -16,8 +18,8 @@ max_epochs = 100
 
 optim_wrapper = dict(
     type=MixedPrecisionOptimWrapper,
-    loss_scale='dynamic',
-    clip_grad=dict(max_norm=5.0),
+    loss_scale='dynamic',  # fp16 needs it; with bf16 it only skips an overflowing step
+    dtype='bfloat16',
     optimizer=dict(type=AdamW, lr=lr, betas=(0.9, 0.999), weight_decay=0.05),
     constructor=LayerDecayOptimWrapperConstructor,
     paramwise_cfg=dict(layer_decay_rate=0.65))

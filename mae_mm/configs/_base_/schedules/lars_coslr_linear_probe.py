@@ -1,7 +1,8 @@
 # MAE linear-probing optimisation (official main_linprobe.py; paper Table 10); twin of
 # configs/_base_/schedules/lars_coslr_linear-probe.py: LARS, lr = 0.1 x batch / 256 (6.4 at
 # the global batch 16384), momentum 0.9, no weight decay, 10 warm-up epochs then cosine to 0,
-# 90 epochs; the head's bias excluded from the LARS trust ratio.
+# 90 epochs; the head's bias excluded from the LARS trust ratio. bf16 autocast
+# (docs/precision.md); no gradient clipping, as the official main_linprobe.py.
 from mmengine.optim import CosineAnnealingLR, LinearLR
 from mmengine.runner import EpochBasedTrainLoop
 from mmpretrain.engine.optimizers import LARS
@@ -16,7 +17,8 @@ max_epochs = 90
 
 optim_wrapper = dict(
     type=MixedPrecisionOptimWrapper,
-    loss_scale='dynamic',
+    loss_scale='dynamic',  # fp16 needs it; with bf16 it only skips an overflowing step
+    dtype='bfloat16',
     optimizer=dict(type=LARS, lr=lr, momentum=0.9, weight_decay=0.0),
     constructor=FrozenAwareOptimWrapperConstructor,
     paramwise_cfg=dict(custom_keys={'head.fc.bias': dict(lars_exclude=True)}))
