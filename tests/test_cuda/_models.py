@@ -13,13 +13,22 @@ from ._device import DEVICE, ON_CUDA
 MODEL_CONFIG = osp.join(REPO_ROOT, 'configs', '_base_', 'models', 'mae_vit-base-p16.py')
 
 
-def mae_cfg(arch='b', **backbone) -> dict:
-    """The recipes' ``model`` with ``arch`` on CUDA (224 px, patch 16, decoder 512 x 8); a 2-block
-    64-wide ViT on 32 px, patch 8, decoder 32 x 1, elsewhere."""
+#: A ViT-S-wide encoder of 4 blocks with a 2-block decoder: what the compile tests build on
+#: CUDA, where inductor's compilation time grows with the number of blocks.
+SHALLOW = dict(arch=dict(embed_dims=384, num_layers=4, num_heads=6, feedforward_channels=1536),
+               decoder_depth=2)
+
+
+def mae_cfg(arch='b', decoder_depth=None, **backbone) -> dict:
+    """The recipes' ``model`` with ``arch`` on CUDA (224 px, patch 16, decoder 512 x 8, or
+    ``decoder_depth`` blocks); a 2-block 64-wide ViT on 32 px, patch 8, decoder 32 x 1,
+    elsewhere."""
     cfg = Config.fromfile(MODEL_CONFIG).model.to_dict()
     cfg.pop('data_preprocessor')  # the tests feed normalised tensors
     if ON_CUDA:
         cfg['backbone']['arch'] = arch
+        if decoder_depth is not None:
+            cfg['neck']['decoder_depth'] = decoder_depth
     else:
         cfg['backbone'].update(arch=dict(TINY_ARCH), img_size=32, patch_size=8)
         cfg['neck'].update(decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4)
