@@ -40,7 +40,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from accelerator_check_lib import (REPO_ROOT, carried_wheels, child_env,  # noqa: E402
                                    evidence_accuracies, git_commit, install_wheels, log_tail,
                                    markdown, nvidia_smi, parse_junit, probe_environment,
-                                   run_timeboxed, write_atomic)
+                                   run_timeboxed, write_atomic, write_json)
 
 # In the order they run: the benchmark last, so that it gets whatever time the others leave
 # (it runs its configurations in priority order until its time is up).
@@ -150,8 +150,7 @@ class Check:
 
     def save(self) -> None:
         self.report['total_seconds'] = round(time.perf_counter() - self.start, 1)
-        write_atomic(osp.join(self.args.out, 'accelerator_check.json'),
-                     json.dumps(self.report, indent=2) + '\n')
+        write_json(osp.join(self.args.out, 'accelerator_check.json'), self.report)
         write_atomic(osp.join(self.args.out, 'accelerator_check.md'), markdown(self.report))
         if not self.args.work_dir.startswith(self.args.out + os.sep):
             self._tar_logs()

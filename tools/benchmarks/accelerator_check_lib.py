@@ -1,5 +1,7 @@
 """Helpers of ``accelerator_check.py``: the environment probe, the carried-wheel install, time-boxed
-subprocesses, the pytest result parser and the markdown report.
+subprocesses, the pytest result parser and the markdown report; and what its steps' scripts
+(``gpu_pretrain_run.py``, ``gpu_evidence_run.py``) share with it: ``nvidia_smi``, the file
+writers ``write_atomic`` / ``write_json`` and ``percent``.
 
 Standard library only: this module runs before the carried mmengine / mmpretrain wheels are
 installed, with whatever Python the machine has.
@@ -254,19 +256,36 @@ def evidence_accuracies(evidence: dict) -> Dict[str, object]:
 
 
 def write_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so that readers never see half."""
     tmp = path + '.tmp'
     with open(tmp, 'w') as f:
         f.write(text)
     os.replace(tmp, path)
 
 
+def write_json(path: str, data, indent: int = 2) -> None:
+    """``data`` as indented JSON: to ``path`` (atomically), or to stdout where ``path`` is '-'."""
+    text = json.dumps(data, indent=indent)
+    if path == '-':
+        print(text)
+    else:
+        write_atomic(path, text + '\n')
+
+
 # ----------------------------------------------------------------------------- markdown
+def percent(value, digits: int = 1, missing: str = '') -> str:
+    """A fraction as a percentage with ``digits`` decimals (0.1234 -> '12.3%'); ``missing``
+    where it is None."""
+    return missing if value is None else f'{value:.{digits}%}'
+
+
 def _num(value, fmt: str = '{:.1f}') -> str:
     return '' if value is None else fmt.format(value)
 
 
-def _pct(value) -> str:
-    return '' if value is None else f'{value:.1%}'
+def _table_row(*cells: Optional[str]) -> str:
+    """A markdown table row of ``cells``; a None cell is left blank ('| |')."""
+    return '|' + '|'.join(' ' if cell is None else f' {cell} ' for cell in cells) + '|'
 
 
 def markdown(report: dict) -> str:
@@ -299,25 +318,26 @@ def markdown(report: dict) -> str:
     for run in steps.get('benchmark', {}).get('figures', {}).get('runs', []):
         mm, ref = run.get('mae_mm') or {}, run.get('mmpretrain') or {}
         note = '' if run['status'] == 'ok' else f"{run['status']}: {run.get('reason', '')}"
-        lines.append(
-            f"| benchmark | {run['label']} | {_num(mm.get('img_per_s'))} | "
-            f"{_num(ref.get('img_per_s'))} | {_num(run.get('ratio'), '{:.2f}x')} | "
-            f"{_pct(mm.get('fraction_of_peak'))} | {_pct(ref.get('fraction_of_peak'))} | "
-            f"{_num(mm.get('peak_mb'), '{:.0f}')} | {_num(ref.get('peak_mb'), '{:.0f}')} | "
-            f"{note.replace('|', '/')[:120]} |")
+        lines.append(_table_row(
+            'benchmark', run['label'], _num(mm.get('img_per_s')), _num(ref.get('img_per_s')),
+            _num(run.get('ratio'), '{:.2f}x'), percent(mm.get('fraction_of_peak')),
+            percent(ref.get('fraction_of_peak')), _num(mm.get('peak_mb'), '{:.0f}'),
+            _num(ref.get('peak_mb'), '{:.0f}'), note.replace('|', '/')[:120]))
     pre = steps.get('pretrain', {}).get('figures') or {}
     if pre:
         decoder = {True: 'built', False: 'not built: whole-image decoding'}.get(
             pre.get('crop_decode_extension'), 'n/a')
-        lines.append(
-            f"| pretrain | ViT arch {pre.get('arch')}, {pre.get('img_size')} px, batch "
-            f"{pre.get('batch_size')}, {pre.get('measured_iters')} iters after "
-            f"{pre.get('warmup_iters')}, {pre.get('num_workers')} workers, "
-            f"{pre.get('amp_dtype')} | {_num(pre.get('img_per_s'))} | | | | | "
-            f"{_num(pre.get('peak_memory_mb'), '{:.0f}')} | | GPU waits for data "
-            f"{_pct(pre.get('data_wait_fraction'))} of the time; JPEG region decoder {decoder}; "
-            f"loss {_num(pre.get('first_loss'), '{:.3f}')} -> "
-            f"{_num(pre.get('last_loss'), '{:.3f}')} |")
+        configuration = (f"ViT arch {pre.get('arch')}, {pre.get('img_size')} px, batch "
+                         f"{pre.get('batch_size')}, {pre.get('measured_iters')} iters after "
+                         f"{pre.get('warmup_iters')}, {pre.get('num_workers')} workers, "
+                         f"{pre.get('amp_dtype')}")
+        note = (f"GPU waits for data {percent(pre.get('data_wait_fraction'))} of the time; JPEG "
+                f"region decoder {decoder}; loss {_num(pre.get('first_loss'), '{:.3f}')} -> "
+                f"{_num(pre.get('last_loss'), '{:.3f}')}")
+        # The columns of the comparison with mmpretrain stay blank: one implementation.
+        lines.append(_table_row('pretrain', configuration, _num(pre.get('img_per_s')), None,
+                                None, None, None, _num(pre.get('peak_memory_mb'), '{:.0f}'),
+                                None, note))
     tests = steps.get('tests', {}).get('figures') or {}
     if tests:
         lines += ['', f"Tests (tests/test_cuda): {tests.get('passed', 0)} passed, "
@@ -333,7 +353,7 @@ def markdown(report: dict) -> str:
         lines += ['', '| evidence run: figure | value |', '| --- | ---: |']
         for key, value in accuracies.items():
             text = '' if value is None else \
-                f'{value:.2%}' if isinstance(value, float) and 0 <= value <= 1 else \
+                percent(value, 2) if isinstance(value, float) and 0 <= value <= 1 else \
                 f'{value:.4g}' if isinstance(value, float) else str(value)
             lines.append(f'| {key} | {text} |')
     return '\n'.join(lines) + '\n'
