@@ -19,6 +19,7 @@ if BENCHMARKS not in sys.path:
     sys.path.insert(0, BENCHMARKS)
 
 import gpu_evidence_run as tool  # noqa: E402
+from gpu_evidence_setup import VIT_S  # noqa: E402
 
 KEYS = {'tool', 'command', 'status', 'error', 'dry_run', 'device', 'budget_minutes',
         'wall_seconds', 'environment', 'settings', 'seeds', 'mask_ratios', 'headline_mask_ratio',
@@ -135,7 +136,7 @@ def test_gpu_plan_fits_the_budget(tmp_path, per_iter):
     """The planned pretrainings and probes, with their fixed costs, take at most the time left
     after the calibration, and leave the fine-tunings their share; all 8 pretrainings alike."""
     run = _gpu_run(tmp_path)
-    assert run.settings.seeds == [0, 1] and run.settings.arch == tool.VIT_S
+    assert run.settings.seeds == [0, 1] and run.settings.arch == VIT_S
     calibration = dict(pretrain_seconds_per_iter=per_iter, overhead_seconds_per_run=2.0)
     left = run.seconds_left()
     plan = run.plan(calibration)
