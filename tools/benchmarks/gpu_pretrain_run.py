@@ -3,10 +3,10 @@ check (``tools/benchmarks/accelerator_check.sh``).
 
 ViT-B/16 MAE pretraining (the repository's recipe, ``configs/mae/...400e_in1k.py``) for a fixed
 number of iterations through mae-mm's runner (``build_runner``: mmengine's Runner with
-``mae_mm.MAERunner``), on JPEGs generated at start (500x375, crops of scikit-image's bundled
-photographs with random flips, channel shuffles, brightness, noise and shapes; synthetic shapes
-where scikit-image is absent), read by ``ImageFolder`` + ``FastRandomResizedCrop`` with data
-loader worker processes, as a user's run reads ImageNet. Mixed precision: bf16 autocast
+``mae_mm.MAERunner``), on JPEGs generated at start (500x375: the data-pipeline benchmark's
+``write_jpeg_folder``, crops of scikit-image's photographs rescaled at random, written in
+parallel into one subfolder per process, the same series in each), read by ``ImageFolder`` +
+``FastRandomResizedCrop`` with data loader worker processes, as a user's run reads ImageNet. Mixed precision: bf16 autocast
 (``optim_wrapper.dtype='bfloat16'``) on CUDA, the wrapper's CPU bf16 elsewhere.
 
 Measured by two hooks around every iteration (the first runs before all other hooks, the
@@ -19,7 +19,6 @@ time the GPU waited for data (data wait / iteration time).
     python tools/benchmarks/gpu_pretrain_run.py --dry-run --json out.json  # tiny, CPU, seconds
 """
 import argparse
-import json
 import multiprocessing
 import os
 import os.path as osp
@@ -30,9 +29,14 @@ import tempfile
 import time
 from typing import List, Optional
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+TOOL_DIR = osp.dirname(osp.abspath(__file__))
+REPO_ROOT = osp.dirname(osp.dirname(TOOL_DIR))
+ANALYSIS_TOOLS = osp.join(REPO_ROOT, 'tools', 'analysis_tools')  # benchmark_pipeline
+for path in (REPO_ROOT, TOOL_DIR, ANALYSIS_TOOLS):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from accelerator_check_lib import write_json  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(REPO_ROOT, 'configs', 'mae',
                           'mae_vit-base-p16_8xb512-amp-coslr-400e_in1k.py')
@@ -79,72 +83,20 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------- images
-def _photos():
-    try:
-        from skimage import data as skdata
-    except ImportError:
-        return []
-    photos = []
-    for name in ('astronaut', 'coffee', 'chelsea', 'rocket'):  # bundled (no download)
-        try:
-            photos.append(getattr(skdata, name)())
-        except Exception:  # a photo scikit-image's install lacks (some are fetched on demand)
-            pass
-    return [p for p in photos if p.ndim == 3 and p.shape[2] == 3]
-
-
-def _write_images(job) -> int:
-    """Writes images ``start..stop`` of the set (one worker process's share)."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-    root, start, stop = job
-    photos = _photos()
-    width, height = JPEG_SIZE
-    for i in range(start, stop):
-        rng = np.random.default_rng(i)
-        if photos:
-            photo = photos[i % len(photos)]
-            h, w = photo.shape[:2]
-            side = rng.uniform(0.4, 1.0)
-            ch, cw = max(16, int(h * side)), max(16, int(w * side))
-            top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-            crop = photo[top:top + ch, left:left + cw]
-            if rng.random() < 0.5:
-                crop = crop[:, ::-1]
-            crop = crop[..., rng.permutation(3)]
-            img = Image.fromarray(np.ascontiguousarray(crop)).resize((width, height),
-                                                                    Image.BILINEAR)
-            arr = np.asarray(img, dtype=np.float32) * rng.uniform(0.7, 1.2)
-            arr += rng.normal(0, 4, arr.shape)
-            img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-        else:
-            base = rng.integers(0, 256, 3)
-            grad = np.linspace(0, 1, width)[None, :, None] * rng.integers(-120, 120, 3)
-            arr = np.clip(base + grad + rng.normal(0, 8, (height, width, 3)), 0, 255)
-            img = Image.fromarray(arr.astype(np.uint8))
-        draw = ImageDraw.Draw(img)
-        for _ in range(int(rng.integers(2, 6))):
-            x0, y0 = int(rng.integers(0, width - 20)), int(rng.integers(0, height - 20))
-            x1, y1 = x0 + int(rng.integers(10, 200)), y0 + int(rng.integers(10, 150))
-            color = tuple(int(c) for c in rng.integers(0, 256, 3))
-            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1),
-                                                                     fill=color)
-        img.save(osp.join(root, f'img_{i:05d}.jpg'), quality=90)
-    return stop - start
-
-
 def generate_images(root: str, count: int) -> float:
-    """``count`` JPEGs in ``root``, written by several processes; returns the seconds taken."""
+    """``count`` JPEGs of ``JPEG_SIZE`` under ``root``, written by several processes, each
+    ``write_jpeg_folder`` into its own subfolder; returns the seconds taken."""
+    from benchmark_pipeline import write_jpeg_folder
     start = time.perf_counter()
-    os.makedirs(root, exist_ok=True)
     procs = max(1, min(8, (os.cpu_count() or 1), count // 32))
     bounds = [count * k // procs for k in range(procs + 1)]
-    jobs = [(root, bounds[k], bounds[k + 1]) for k in range(procs)]
+    jobs = [(osp.join(root, f'part_{k}'), bounds[k + 1] - bounds[k], JPEG_SIZE)
+            for k in range(procs)]
     if procs == 1:
-        list(map(_write_images, jobs))
+        write_jpeg_folder(*jobs[0])
     else:
         with multiprocessing.get_context('fork').Pool(procs) as pool:
-            pool.map(_write_images, jobs)
+            pool.starmap(write_jpeg_folder, jobs)
     return time.perf_counter() - start
 
 
@@ -294,12 +246,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
           f"waiting for data {result['data_wait_fraction']:.1%} of the time; loss "
           f"{result['first_loss']} -> {result['last_loss']}")
     if args.json:
-        text = json.dumps(result, indent=2)
-        if args.json == '-':
-            print(text)
-        else:
-            with open(args.json, 'w') as f:
-                f.write(text + '\n')
+        write_json(args.json, result)
     return result
 
 
