@@ -46,7 +46,7 @@ from accelerator_check_lib import (REPO_ROOT, carried_wheels, child_env,  # noqa
 # (it runs its configurations in priority order until its time is up).
 STEPS = ('tests', 'pretrain', 'evidence', 'benchmark')
 # Time boxes (s) of the steps on a GPU and in the dry run.
-TIME_BOXES = dict(gpu=dict(tests=100, benchmark=420, pretrain=100, evidence=285),
+TIME_BOXES = dict(gpu=dict(tests=150, benchmark=370, pretrain=100, evidence=285),
                   dry=dict(tests=180, benchmark=300, pretrain=150, evidence=300))
 BUDGETS = dict(gpu=585, dry=1200)
 # ARCH:BATCH:eager|compile in priority order: what a cut-short benchmark step leaves out is last.
