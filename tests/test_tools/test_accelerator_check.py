@@ -226,3 +226,18 @@ def test_benchmark_runs_its_configurations_until_its_time_is_up(tmp_path, monkey
     monkeypatch.setitem(check_mod.RUN_BOXES['dry'], False, 0.4)
     step = check.benchmark(0.5, lambda partial: None)  # the run's own box (0.4 s) ran out
     assert step['figures']['runs'][0]['status'] == 'timeout' and step['status'] == 'failed'
+
+
+@pytest.mark.parametrize('mode', [[], ['--dry-run']])
+def test_every_step_gets_its_box_from_a_fresh_budget(tmp_path, mode):
+    """With the shipped boxes and budget, no step is starved at the start: each earlier step gets
+    its whole box and the benchmark (last, whatever is left) still at least a minute on a GPU."""
+    import accelerator_check as check_mod
+    args = check_mod.parse_args([*mode, '--out', str(tmp_path)])
+    check = check_mod.Check(args)
+    steps = list(check_mod.STEPS)
+    assert steps[-1] == 'benchmark'
+    for i, step in enumerate(steps[:-1]):
+        assert check.remaining_for(step, steps[i + 1:]) >= args.time_boxes[step] - 1, step
+    assert check.remaining_for('benchmark', []) >= 60
+    assert args.time_budget <= (1200 if mode else 600)  # a GPU run within the issue's 10 minutes
