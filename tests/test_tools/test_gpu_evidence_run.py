@@ -153,6 +153,17 @@ def test_gpu_plan_fits_the_budget(tmp_path, per_iter):
     assert run.cost_factor(0.25) > run.cost_factor(0.5) > 1 > run.cost_factor(0.9)
 
 
+def test_the_budget_counts_from_the_run_not_from_the_import(tmp_path, monkeypatch):
+    """A run built long after the module was imported (as in a long test session) still has its
+    whole budget; only the script's own start time counts its imports."""
+    monkeypatch.setattr(tool, 'STARTED', time.time() - 3600)
+    run = _gpu_run(tmp_path, 4.0)
+    assert 4 * 60 - 20 < run.seconds_left() + run.reserve <= 4 * 60
+    started = time.time() - 30
+    late = tool.EvidenceRun(run.args, [], started=started)
+    assert late.deadline == pytest.approx(started + 4 * 60)
+
+
 def test_gpu_plan_scales_with_the_budget(tmp_path):
     calibration = dict(pretrain_seconds_per_iter=0.02, overhead_seconds_per_run=2.0)
     short = _gpu_run(tmp_path, 4.0).plan(calibration)['pretrain_iters']
