@@ -12,15 +12,13 @@ mmengine file backend (each shard fetched whole once into a local cache).
 """
 import fcntl
 import hashlib
-import http.client
 import json
 import os
 import os.path as osp
 import tarfile
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Sequence, Union
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import mmengine.fileio as fileio
 from mmengine.dataset import BaseDataset
@@ -28,27 +26,13 @@ from mmengine.fileio.backends import HTTPBackend, LocalBackend
 from mmengine.logging import MMLogger
 
 from mae_mm.registry import DATASETS
+from .http_reads import (DownloadError, HttpPolicy, first_line, http_range, http_size,
+                         http_whole, is_http, reason)
 from .image_folder import IMG_EXTENSIONS, RefetchNamingFailures, _is_uri, _normalize_extensions
 
 INDEX_KIND = 'wids-shard-index-v1'
 INDEX_NAME = 'index.json'
 WRITER = 'python tools/dataset_converters/images_to_shards.py SRC DST'
-
-
-HTTP_TIMEOUT = 60  # seconds without data before an HTTP request fails
-_HOSTS_WITHOUT_RANGES: set = set()  # warned about once per process
-
-
-class DownloadError(OSError):
-    """A remote shard or member could not be fetched (the member is skipped and counted)."""
-
-
-def _first_line(err: BaseException) -> str:
-    return f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'
-
-
-def _is_http(uri: str) -> bool:
-    return uri.startswith(('http://', 'https://'))
 
 
 def _stale(path: str, size: int, recorded: int, index: str = 'its index') -> ValueError:
@@ -65,40 +49,11 @@ def pread_bytes(path: str, offset: int, size: int) -> bytes:
         os.close(fd)
 
 
-def http_range(url: str, offset: int, size: int, timeout: float = HTTP_TIMEOUT) -> bytes:
-    """``size`` bytes of ``url`` from ``offset``: one GET with ``Range: bytes=offset-end``.
-
-    A server that ignores ``Range`` answers 200 with the whole file: its body is read up to the
-    end of the range and sliced, and a warning says so (once per host and process). Fewer bytes
-    come back when the file is shorter. Any failure raises :class:`DownloadError`.
-    """
-    if size <= 0:
-        return b''
-    request = urllib.request.Request(url, headers={'Range': f'bytes={offset}-{offset + size - 1}'})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            if response.status == 206:
-                got = response.headers.get('Content-Range', '')
-                if not got.startswith(f'bytes {offset}-'):
-                    raise DownloadError(f'asked for bytes {offset}-, got Content-Range {got!r}')
-                return response.read(size)
-            data = response.read(offset + size)[offset:]
-    except (OSError, http.client.HTTPException) as err:  # URLError, HTTPError, timeouts
-        raise DownloadError(f'cannot download {url!r}: {_first_line(err)}') from None
-    host = urlsplit(url).netloc
-    if host not in _HOSTS_WITHOUT_RANGES:
-        _HOSTS_WITHOUT_RANGES.add(host)
-        MMLogger.get_current_instance().warning(
-            f'the HTTP server {host} ignores Range requests: each shard member is read by '
-            f'downloading its shard up to the member; serve the shards with a server that '
-            f'supports ranges, or give the data set a cache_dir to fetch each shard once')
-    return data
-
-
 def cached_copy(uri: str, cache_dir: str, size: Optional[int] = None,
-                backend_args: Optional[dict] = None) -> str:
+                backend_args: Optional[dict] = None, policy: HttpPolicy = HttpPolicy()) -> str:
     """The path of a local copy of ``uri`` in ``cache_dir``, fetched whole (``mmengine.fileio.get``;
-    urllib with a timeout for plain HTTP) unless a copy of ``size`` bytes (any, if None) is there.
+    :func:`http_whole` with ``policy`` for plain HTTP) unless a copy of ``size`` bytes (any, if
+    None) is there.
 
     The copy is written under a temporary name and renamed, while holding an exclusive lock on
     ``<copy>.lock``: data-loader workers and ranks sharing the folder never read half a file and
@@ -117,14 +72,13 @@ def cached_copy(uri: str, cache_dir: str, size: Optional[int] = None,
     with open(f'{path}.lock', 'a') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
         if not ready():
-            try:
-                if _is_http(uri) and not backend_args:
-                    with urllib.request.urlopen(uri, timeout=HTTP_TIMEOUT) as response:
-                        data = response.read()
-                else:
+            if is_http(uri) and not backend_args:
+                data = http_whole(uri, policy)
+            else:
+                try:
                     data = fileio.get(uri, backend_args=backend_args)
-            except Exception as err:  # backends raise various types
-                raise DownloadError(f'cannot download {uri!r}: {_first_line(err)}') from None
+                except Exception as err:  # backends raise various types
+                    raise DownloadError(uri, first_line(err)) from None
             if size is not None and len(data) != size:
                 raise _stale(uri, len(data), size)
             tmp = f'{path}.{os.getpid()}.tmp'
@@ -183,12 +137,14 @@ class WebDatasetShards(RefetchNamingFailures, BaseDataset):
     the member's bytes as ``img_bytes``, which ``LoadImageSafe`` and ``FastRandomResizedCrop``
     decode as they decode files, and skip and count a corrupt or truncated member as a corrupt file.
 
-    The index is read with ``mmengine.fileio.get``; the backend (mmengine's rule:
+    The index is read with ``mmengine.fileio.get`` (plain HTTP: with urllib, retried as the
+    members are); the backend (mmengine's rule:
     ``backend_args['backend']``, else the prefix of ``data_root``) decides how a member is read:
     from a local (or mounted) folder, one ``os.pread`` at its offset; from an ``http(s)://`` URL,
     one HTTP ``Range`` request; from any other backend (mmengine's have no byte-range ``get``),
     its shard is fetched whole once into ``cache_dir`` (required), then read as a local shard.
-    A member whose download fails is skipped and counted as a corrupt member.
+    HTTP requests that fail for a reason that may pass are retried (``http_retries``); a member
+    whose download still fails is skipped and counted as a corrupt member.
 
     ``data_prefix`` and ``with_label`` are ``ImageFolder``'s, so a recipe switches from a folder
     to shards by changing ``type`` and ``data_root`` alone.
@@ -214,6 +170,11 @@ class WebDatasetShards(RefetchNamingFailures, BaseDataset):
         cache_dir (str, optional): Local folder for the shards of backends other than local and
             HTTP (with HTTP: whole shards instead of ranges). It must hold the shards read (the
             data set after one epoch); workers, ranks and runs may share it. Defaults to None.
+        http_retries (int): Further attempts of an HTTP request after a transient failure
+            (refused or reset connection, timeout, HTTP 408/429/5xx); a member that still fails
+            is skipped and counted. Defaults to 30, with ``http_retry_delay``: webdataset's
+            ``curl --retry 30 --retry-delay 2``.
+        http_retry_delay (float): Seconds between those attempts. Defaults to 2.0.
     """
 
     def __init__(self,
@@ -230,9 +191,16 @@ class WebDatasetShards(RefetchNamingFailures, BaseDataset):
                  lazy_init: bool = False,
                  max_refetch: int = 1000,
                  backend_args: Optional[dict] = None,
-                 cache_dir: Optional[str] = None) -> None:
+                 cache_dir: Optional[str] = None,
+                 http_retries: int = 30,
+                 http_retry_delay: float = 2.0) -> None:
         self.extensions = _normalize_extensions(extensions)
         self._field = 'val_dataloader.dataset' if test_mode else 'train_dataloader.dataset'
+        for name, value in (('http_retries', http_retries), ('http_retry_delay', http_retry_delay)):
+            if value < 0:
+                raise ValueError(f'{self._field}.{name}={value}: give 0 or more (0: no retry / '
+                                 f'no wait)')
+        self.http_policy = HttpPolicy(retries=int(http_retries), retry_delay=http_retry_delay)
         if with_label:
             raise ValueError(f'{self._field}.with_label=True: WebDatasetShards reads unlabelled '
                              f'images (pre-training); set with_label=False, or use ImageFolder '
@@ -272,10 +240,13 @@ class WebDatasetShards(RefetchNamingFailures, BaseDataset):
     def load_data_list(self) -> List[dict]:
         """Read the index into ``[dict(shard, offset, nbytes, member)]``; check the shards."""
         try:
-            text = fileio.get(self.ann_file, backend_args=self.backend_args)
-        except Exception as err:  # backends raise various types (URLError, HTTPError, ...)
+            if is_http(self.ann_file) and not self.backend_args:
+                text = http_whole(self.ann_file, self.http_policy)
+            else:
+                text = fileio.get(self.ann_file, backend_args=self.backend_args)
+        except Exception as err:  # DownloadError, the backends' own types
             raise FileNotFoundError(
-                self._index_error(self.ann_file, f'cannot be read ({_first_line(err)})')) from None
+                self._index_error(self.ann_file, f'cannot be read ({reason(err)})')) from None
         try:
             shardlist = json.loads(text)['shardlist']
         except (ValueError, KeyError, TypeError) as err:
@@ -290,7 +261,7 @@ class WebDatasetShards(RefetchNamingFailures, BaseDataset):
             if _is_uri(url) or not _is_uri(root):
                 path = url if _is_uri(url) else osp.normpath(osp.join(root, url))
             else:
-                path = f'{root}/{quote(url) if _is_http(root) else url}'
+                path = f'{root}/{quote(url) if is_http(root) else url}'
             if 'members' not in shard:
                 raise ValueError(
                     f'shard index {self.ann_file!r} has no member offsets for {path!r} (a '
@@ -322,19 +293,16 @@ class WebDatasetShards(RefetchNamingFailures, BaseDataset):
                 if not osp.isfile(path):
                     raise FileNotFoundError(path)
                 return osp.getsize(path)
-            if _is_http(path) and not self.backend_args:  # HEAD: existence and size
-                request = urllib.request.Request(path, method='HEAD')
-                with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
-                    length = response.headers.get('Content-Length', '')
-                return int(length) if length.isdigit() else None
+            if is_http(path) and not self.backend_args:  # HEAD: existence and size
+                return http_size(path, self.http_policy)
             backend = fileio.get_file_backend(path, backend_args=self.backend_args,
                                               enable_singleton=True)
             if hasattr(backend, 'exists') and not backend.exists(path):
                 raise FileNotFoundError(path)
             return None
-        except Exception as err:  # HTTPError, URLError, the backend's own types
+        except Exception as err:  # DownloadError, the backend's own types
             what = ('does not exist' if isinstance(err, FileNotFoundError) else
-                    f'cannot be read ({_first_line(err)})')
+                    f'cannot be read ({reason(err)})')
             raise FileNotFoundError(
                 f'shard {path!r} listed in {self.ann_file!r} {what}: copy it back, or re-run '
                 f'{WRITER} (it resumes) to rewrite the shards and index') from None
@@ -355,9 +323,10 @@ class WebDatasetShards(RefetchNamingFailures, BaseDataset):
         Raises :class:`DownloadError` when a remote read fails."""
         path, offset, nbytes = self._shards[info['shard']], info['offset'], info['nbytes']
         if self._kind == 'http':
-            return http_range(path, offset, nbytes)
+            return http_range(path, offset, nbytes, self.http_policy)
         if self._kind == 'cache':
-            path = cached_copy(path, self.cache_dir, self._sizes[info['shard']], self.backend_args)
+            path = cached_copy(path, self.cache_dir, self._sizes[info['shard']], self.backend_args,
+                               self.http_policy)
         return pread_bytes(path, offset, nbytes)
 
     def prepare_data(self, idx: int):
@@ -372,7 +341,7 @@ class WebDatasetShards(RefetchNamingFailures, BaseDataset):
         except OSError as err:
             if self._kind == 'cache':  # the cache, not the source: stop rather than skip all
                 raise RuntimeError(
-                    f'cannot use {self._field}.cache_dir={self.cache_dir!r} ({_first_line(err)}):'
+                    f'cannot use {self._field}.cache_dir={self.cache_dir!r} ({first_line(err)}):'
                     f' give it room for the data set, or choose another folder') from None
             # local: shard gone since the index was read; LoadImageSafe reports the path
         return self.pipeline(info)

@@ -59,13 +59,16 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def serve():
-    """``serve(folder, ranges=True)`` -> (URL, list of requests); servers stopped after the test."""
+    """``serve(folder, ranges=True, handler=RangeHandler, **server_attributes)`` -> (URL, list of
+    requests); servers stopped after the test."""
     servers = []
 
-    def start(folder, ranges=True):
+    def start(folder, ranges=True, handler=RangeHandler, **attributes):
         httpd = http.server.ThreadingHTTPServer(
-            ('127.0.0.1', 0), functools.partial(RangeHandler, directory=str(folder)))
+            ('127.0.0.1', 0), functools.partial(handler, directory=str(folder)))
         httpd.ranges, httpd.requests = ranges, []
+        for name, value in attributes.items():
+            setattr(httpd, name, value)
         threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
         servers.append(httpd)
         return f'http://127.0.0.1:{httpd.server_address[1]}', httpd.requests
