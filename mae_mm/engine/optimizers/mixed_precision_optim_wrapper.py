@@ -97,7 +97,7 @@ class MixedPrecisionOptimWrapper(AmpOptimWrapper):
                     'optim_wrapper.dtype=float16 (docs/precision.md)')
             super().__init__(loss_scale=loss_scale, dtype=dtype, use_fsdp=use_fsdp, **kwargs)
             return
-        if dtype not in (None, 'bfloat16', torch.bfloat16):
+        if dtype is not None and not _is_bf16(dtype):
             raise ValueError(f'optim_wrapper.dtype={dtype!r} is not supported on CPU: use '
                              "'bfloat16' (or run on a GPU)")
         OptimWrapper.__init__(self, **kwargs)
