@@ -152,6 +152,19 @@ def time_reader(reader: Callable[[int], dict], num_images: int) -> Tuple[float, 
     return num_images / wall, num_images / cpu
 
 
+def list_jpegs(data_dir: str, count: int) -> List[str]:
+    """``count`` JPEG paths from ``data_dir`` (a folder, searched recursively for .jpg, .jpeg
+    and ImageNet's .JPEG, or a glob pattern), sorted and cycled through as often as needed."""
+    if glob.has_magic(data_dir):
+        files = sorted(glob.glob(data_dir, recursive=True))
+    else:
+        files = sorted(glob.glob(osp.join(data_dir, '**', '*.jp*g'), recursive=True) +
+                       glob.glob(osp.join(data_dir, '**', '*.JPEG'), recursive=True))
+    if not files:
+        raise SystemExit(f'--data-dir {data_dir} holds no .jpg/.jpeg/.JPEG file')
+    return (files * (count // len(files) + 1))[:count]
+
+
 def benchmark_pipelines(data_dir: Optional[str], num_images: int, rounds: int = 5,
                         smoke: bool = False, jpeg_size=(500, 375)) -> dict:
     """Median images/s of each pipeline over ``rounds`` alternating passes."""
@@ -160,11 +173,7 @@ def benchmark_pipelines(data_dir: Optional[str], num_images: int, rounds: int = 
     if data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix='mae_mm_pipeline_')
         data_dir = write_jpeg_folder(tmp.name, min(num_images, 100), size=jpeg_size)
-    files = sorted(glob.glob(osp.join(data_dir, '**', '*.jp*g'), recursive=True) +
-                   glob.glob(osp.join(data_dir, '**', '*.JPEG'), recursive=True))
-    if not files:
-        raise SystemExit(f'--data-dir {data_dir} holds no .jpg/.jpeg/.JPEG file')
-    files = (files * (num_images // len(files) + 1))[:num_images]
+    files = list_jpegs(data_dir, num_images)
     rounds = 1 if smoke else rounds
     with tempfile.TemporaryDirectory(prefix='mae_mm_sources_') as work_dir:
         readers = build_readers(files, work_dir)

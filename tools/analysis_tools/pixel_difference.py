@@ -17,7 +17,8 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 from mmengine.registry import DefaultScope
 
-from benchmark_pipeline import CROP, FOLDER_VARIANTS, mmpretrain_pipeline, write_jpeg_folder
+from benchmark_pipeline import (CROP, FOLDER_VARIANTS, list_jpegs, mmpretrain_pipeline,
+                                write_jpeg_folder)
 
 REFERENCE = "mmpretrain, backend='pillow'"
 
@@ -62,14 +63,8 @@ def pixel_differences(data_dir: Optional[str], num_images: int, smoke: bool = Fa
     pattern; cycled through, one box per visit, up to ``num_images`` crops), or on generated
     500x375 and 1600x1200 ones."""
     if data_dir is not None:
-        pattern = data_dir if glob.has_magic(data_dir) else osp.join(data_dir, '**', '*.jp*g')
-        files = sorted(glob.glob(pattern, recursive=True))
-        if not files:
-            raise SystemExit(f'--data-dir {data_dir} holds no .jpg/.jpeg file')
-        files = (files * (num_images // len(files) + 1))[:4 if smoke else num_images]
-        sets = {data_dir: files}
-        return dict(mode='pixel_difference', reference=REFERENCE,
-                    sets={name: compare(f) for name, f in sets.items()})
+        files = list_jpegs(data_dir, 4 if smoke else num_images)
+        return dict(mode='pixel_difference', reference=REFERENCE, sets={data_dir: compare(files)})
     sizes = [(500, 375), (1600, 1200)]
     counts = [4, 2] if smoke else [num_images, max(num_images // 4, 1)]
     sets = {}
