@@ -37,7 +37,7 @@ import time
 from typing import Dict, List, Optional
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from accelerator_check_lib import (REPO_ROOT, carried_wheels, child_env,  # noqa: E402
+from accelerator_check_lib import (OPENMMLAB, REPO_ROOT, carried_wheels, child_env,  # noqa: E402
                                    evidence_accuracies, git_commit, install_wheels, log_tail,
                                    markdown, nvidia_smi, parse_junit, probe_environment,
                                    run_timeboxed, write_atomic, write_json)
@@ -192,7 +192,7 @@ class Check:
         step = dict(name='environment', status='running', seconds=0.0)
         start = time.perf_counter()
         info = probe_environment(self.python, self.env_vars())
-        missing = [m for m in ('mmengine', 'mmcv', 'mmpretrain') if not info.get(m)]
+        missing = [m for m in OPENMMLAB if not info.get(m)]
         installed: List[str] = []
         if missing:
             wheels = carried_wheels(self.args.carry, need_setuptools=not info.get('pkg_resources'))
@@ -211,8 +211,7 @@ class Check:
         info.update(nvidia_smi(), installed_wheels=installed, site_dir=self.site_dir)
         self.env = info
         self.report['environment'] = info
-        problems = [m for m in ('torch', 'mmengine', 'mmcv', 'mmpretrain', 'mae_mm')
-                    if not info.get(m)]
+        problems = [m for m in ('torch', *OPENMMLAB, 'mae_mm') if not info.get(m)]
         if problems:
             step['reason'] = step.get('reason') or '; '.join(
                 f"{m}: {info.get(m + '_error', 'missing')}" for m in problems)
@@ -327,12 +326,7 @@ class Check:
 
     def evidence(self, timeout: float) -> dict:
         out_dir = self.path('evidence')
-        script = osp.join(REPO_ROOT, 'tools', 'benchmarks', 'gpu_evidence_run.py')
         step = dict(name='evidence', figures={})
-        if not osp.isfile(script) and 'evidence' not in self.args.fail_step:
-            step.update(status='failed', seconds=0.0, reason=f'{osp.relpath(script, REPO_ROOT)} '
-                        'does not exist in this checkout')
-            return step
         minutes = self.args.evidence_minutes
         if not self.args.dry_run:  # what the time box leaves, less a minute for the rest
             minutes = max(0.5, min(minutes, (timeout - 45) / 60))

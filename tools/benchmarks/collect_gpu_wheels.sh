@@ -41,12 +41,11 @@ rm -f "$CARRY"/wheels/*.whl
 export PIP_CONSTRAINT=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1
 for spec in "${PACKAGES[@]}"; do
   if ! "$PYTHON" -m pip download -q --no-deps --only-binary=:all: "${TARGET[@]}" \
-       -d "$CARRY/wheels" "$spec" 2>/tmp/collect_gpu_wheels.$$.err; then
+       -d "$CARRY/wheels" "$spec" 2>/dev/null; then
     echo "[collect] no wheel of $spec on the registry: building one from its sdist"
     "$PYTHON" -m pip wheel -q --no-deps --no-binary=:all: -w "$CARRY/wheels" "$spec"
   fi
 done
-rm -f /tmp/collect_gpu_wheels.$$.err
 for whl in "$CARRY"/wheels/*.whl; do
   case "$whl" in
     *-none-any.whl) ;;

@@ -65,9 +65,9 @@ from gpu_evidence_setup import (DRY_ITERS, HEADLINE_RATIO, MASK_RATIOS, SAFETY, 
                                 WARMUP_ITERS, config_updater, cost_factor, plan_iterations,
                                 settings_for, settings_record, stop_hook)
 from small_scale_plan import MIN_ITERS, iters_for  # noqa: E402
+from small_scale_runs import FMNIST_ROOT  # noqa: E402
 
-DEFAULT_DATA_ROOTS = (osp.join(REPO_ROOT, '.gpu_carry', 'data', 'fashion-mnist'),
-                      '/usr/share/datasets/fashion-mnist')
+DEFAULT_DATA_ROOTS = (osp.join(REPO_ROOT, '.gpu_carry', 'data', 'fashion-mnist'), FMNIST_ROOT)
 FMNIST_FILES = ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz',
                 't10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')
 

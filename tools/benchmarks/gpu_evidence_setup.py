@@ -65,8 +65,6 @@ def settings_for(device: str, dry_run: bool) -> Settings:
         dry_run: the study's 4-block 64-wide ViT on a few hundred images, one seed.
     """
     cuda = device == 'cuda'
-    # Data loader workers: all cores but three, 1 to 10.
-    workers = 0 if dry_run else max(1, min(10, (os.cpu_count() or 2) - 3))
     if dry_run:
         return Settings(arch=None, decoder_width=32, decoder_heads=2, decoder_depth=4,
                         pretrain_batch=64, pretrain_lr=1e-3, finetune_batch=64,
@@ -82,7 +80,9 @@ def settings_for(device: str, dry_run: bool) -> Settings:
                     # decay 0.75; probe SGD 0.1 with BatchNorm.
                     pretrain_batch=512, pretrain_lr=1e-3, finetune_batch=256,
                     finetune_lr=1e-3, linear_batch=256, linear_lr=0.1, val_batch=1000,
-                    workers=workers, threads=4 if cuda else 1,
+                    # data loader workers: all cores but three, 1 to 10
+                    workers=max(1, min(10, (os.cpu_count() or 2) - 3)),
+                    threads=4 if cuda else 1,
                     sizes=DataSizes(pretrain=None, labels_all=None, labels_10pct=None,
                                     probe=10000, test=None),
                     seeds=[0, 1], calibration_seconds=6.0, bf16=cuda)
@@ -177,8 +177,10 @@ def per_image_ratio(s: Settings, kind: str) -> float:
     """Compute per image of a classification step relative to a pretraining step (mask
     0.75): the encoder on all 65 tokens, forward + backward (fine-tuning) or forward only
     (probe), against the encoder on 17 tokens and the decoder on 65, both ways."""
-    encoder_all = s.layers * 65 * s.width**2
-    pretrain = 3 * (s.layers * 17 * s.width**2 + s.decoder_depth * 65 * s.decoder_width**2)
+    tokens = NUM_PATCHES + 1  # with the class token
+    visible = 1 + NUM_PATCHES - int(NUM_PATCHES * HEADLINE_RATIO)
+    encoder_all = s.layers * tokens * s.width**2
+    pretrain = 3 * (s.layers * visible * s.width**2 + s.decoder_depth * tokens * s.decoder_width**2)
     return (3 if kind == 'finetune' else 1) * encoder_all / pretrain
 
 
