@@ -27,8 +27,3 @@ def cuda_only(what: str) -> None:
     """Skip the rest of a test off CUDA (with MAE_MM_TEST_CUDA_DEVICE set), saying what."""
     if not ON_CUDA:
         pytest.skip(f'{what}: CUDA only ({ENV}={OVERRIDE})')
-
-
-def synchronize() -> None:
-    if ON_CUDA:
-        torch.cuda.synchronize()

@@ -12,8 +12,8 @@ import pytest
 
 from mae_mm.datasets import WebDatasetShards, skipped_image_count
 from mae_mm.datasets.http_reads import DownloadError
-from tests.test_datasets.test_shards_remote import (RangeHandler, expected_bytes, serve,  # noqa
-                                                    shards)
+from tests.test_datasets.test_shards_remote import RangeHandler, expected_bytes, serve  # noqa
+from tests.test_datasets.test_webdataset_shards import shards  # noqa: F401 (a fixture)
 
 
 class FlakyHandler(RangeHandler):

@@ -21,7 +21,7 @@ from mmengine.fileio.backends import BaseStorageBackend, backends, prefix_to_bac
 from mae_mm.datasets import WebDatasetShards, scan_images, skipped_image_count
 from mae_mm.datasets.image_folder import IMG_EXTENSIONS
 from tests.conftest import REPO_ROOT
-from tests.test_datasets.test_webdataset_shards import _quickstart_run, write
+from tests.test_datasets.test_webdataset_shards import _quickstart_run, shards, write  # noqa: F401
 
 DOC = osp.join(REPO_ROOT, 'docs', 'pretrain_custom_data.md')
 
@@ -77,13 +77,6 @@ def serve():
     for httpd in servers:
         httpd.shutdown()
         httpd.server_close()
-
-
-@pytest.fixture(scope='module')
-def shards(nested_photos, tmp_path_factory):
-    dst = tmp_path_factory.mktemp('shards') / 'out'
-    assert write(nested_photos, dst, '--shard-size', '60KB') == 0
-    return str(dst)
 
 
 def expected_bytes(nested_photos):
